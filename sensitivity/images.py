@@ -1,0 +1,85 @@
+"""Robust image reading: any JPEG/PNG a user has becomes an upright 8-bit RGB image, or a clear error.
+
+Handled: EXIF orientation, grayscale, palette, CMYK, RGBA/LA (composited on white), 16-bit and 32-bit
+integer images (scaled, not clipped) and very large JPEGs (decoded at reduced size when the caller only
+needs a small image). Unreadable, truncated or empty files raise `ImageReadError` naming the file.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+#: Refuse images above this many pixels (PIL's own bomb check would only warn up to twice its limit).
+MAX_PIXELS = 400_000_000
+
+
+class ImageReadError(OSError):
+    """An image file that cannot be used, with the file and the reason in the message."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+        self.reason = reason
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any PIL mode to 8-bit RGB without clipping high bit depths or keeping alpha."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if image.mode.startswith("I;16") or values.max(initial=0) > 255 else 255.0
+        scaled = np.clip(values / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        image = Image.fromarray(scaled, mode="L")
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA"):
+        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, image.convert("RGBA"))
+    return image.convert("RGB")
+
+
+def read_image(path: str | Path, max_side: int | None = None) -> Image.Image:
+    """Read an image file as an upright RGB PIL image.
+
+    `max_side`, when given, lets JPEG decoding skip detail the caller will resize away anyway: the
+    result is then at least `max_side` pixels on its shorter side where the file has that many (the
+    aspect ratio, and so normalised box coordinates, are unchanged).
+    """
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            raise ImageReadError(path, "file is empty (0 bytes)")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                width, height = image.size
+                if width * height > MAX_PIXELS:
+                    raise ImageReadError(path, f"image is {width}x{height}, above the {MAX_PIXELS} pixel limit")
+                if max_side is not None and image.format == "JPEG":
+                    image.draft("RGB", (max_side, max_side))
+                image.load()
+                image = ImageOps.exif_transpose(image)
+                return _to_rgb(image)
+    except ImageReadError:
+        raise
+    except FileNotFoundError:
+        raise ImageReadError(path, "file not found") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombWarning, Image.DecompressionBombError) as error:
+        raise ImageReadError(path, f"cannot decode image ({error})") from error
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) of an image as displayed (after EXIF rotation), reading only the header."""
+    path = Path(path)
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            orientation = image.getexif().get(0x0112, 1)
+    except FileNotFoundError:
+        raise ImageReadError(path, "file not found") from None
+    except (OSError, ValueError, SyntaxError) as error:
+        raise ImageReadError(path, f"cannot read image header ({error})") from error
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
