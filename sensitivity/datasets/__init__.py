@@ -1,0 +1,49 @@
+"""Dataset readers that turn annotated images into a manifest (one row per image and class).
+
+Every reader returns ``(manifest, skipped)``; see :mod:`sensitivity.datasets.manifest`
+for the columns and the box convention.
+"""
+
+from .download import ChecksumError, DownloadError, download, extract_tar, file_sha256, verify_sha256
+from .folder import discover_datasets, is_folder_dataset, read_csv_boxes, read_folder_dataset
+from .imagenet import is_imagenet_root, read_imagenet, read_synset_mapping, synset_to_index
+from .manifest import (
+    MANIFEST_COLUMNS,
+    SKIPPED_COLUMNS,
+    DatasetError,
+    read_manifest,
+    validate_manifest,
+    write_manifest,
+)
+from .split import split_manifest
+from .voc import find_voc_root, read_voc2007
+from .voc_xml import VocAnnotation, VocObject, parse_voc_xml
+
+__all__ = [
+    "MANIFEST_COLUMNS",
+    "SKIPPED_COLUMNS",
+    "ChecksumError",
+    "DatasetError",
+    "DownloadError",
+    "VocAnnotation",
+    "VocObject",
+    "discover_datasets",
+    "download",
+    "extract_tar",
+    "file_sha256",
+    "find_voc_root",
+    "is_folder_dataset",
+    "is_imagenet_root",
+    "parse_voc_xml",
+    "read_csv_boxes",
+    "read_folder_dataset",
+    "read_imagenet",
+    "read_manifest",
+    "read_synset_mapping",
+    "read_voc2007",
+    "split_manifest",
+    "synset_to_index",
+    "validate_manifest",
+    "verify_sha256",
+    "write_manifest",
+]

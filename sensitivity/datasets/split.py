@@ -1,0 +1,60 @@
+"""Deterministic, per-class stratified train/val/test split of a manifest's images."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+from collections.abc import Sequence
+
+import pandas as pd
+
+SPLITS = ("train", "val", "test")
+
+
+def _counts(n: int, fractions: Sequence[float]) -> list[int]:
+    """Split ``n`` by ``fractions`` with largest-remainder rounding; with n >= 3 every
+    split of non-zero fraction gets at least one item, taken from the largest split."""
+    quotas = [n * f for f in fractions]
+    counts = [math.floor(q) for q in quotas]
+    by_remainder = sorted(range(len(quotas)), key=lambda i: counts[i] - quotas[i])
+    for i in by_remainder[: n - sum(counts)]:
+        counts[i] += 1
+    if n >= 3:
+        for i, f in enumerate(fractions):
+            if f > 0 and counts[i] == 0:
+                counts[max(range(len(counts)), key=counts.__getitem__)] -= 1
+                counts[i] = 1
+    return counts
+
+
+def _class_rng(seed: int, label: str) -> random.Random:
+    """A generator seeded from ``seed`` and the class name only, so classes are independent."""
+    digest = hashlib.sha256(f"{seed}\x00{label}".encode()).digest()
+    return random.Random(int.from_bytes(digest[:8], "big"))
+
+
+def split_manifest(
+    df: pd.DataFrame, fractions: Sequence[float] = (0.75, 0.125, 0.125), seed: int = 0
+) -> pd.Series:
+    """Assign each image of a manifest to ``"train"``, ``"val"`` or ``"test"``.
+
+    Stratified per class, an image's class being its alphabetically first label.
+    Each class's images (sorted by id) are shuffled by an RNG derived from ``seed``
+    and the class name, then cut by ``fractions`` (largest-remainder rounding; a
+    class with >= 3 images gets >= 1 val and >= 1 test image when those fractions
+    are non-zero). Returns a Series named ``split`` indexed by the unique image ids.
+    """
+    if len(fractions) != 3 or any(f < 0 for f in fractions) or not math.isclose(sum(fractions), 1.0):
+        raise ValueError(f"fractions must be 3 non-negative numbers summing to 1, got {tuple(fractions)}")
+    image_class = df.groupby("image_id", sort=False)["label"].min()
+    assignment: dict[str, str] = {}
+    for label, ids in image_class.groupby(image_class, sort=True):
+        images = sorted(ids.index)
+        _class_rng(seed, str(label)).shuffle(images)
+        start = 0
+        for name, count in zip(SPLITS, _counts(len(images), fractions)):
+            assignment.update(dict.fromkeys(images[start : start + count], name))
+            start += count
+    index = pd.Index(df["image_id"].unique(), name="image_id")
+    return pd.Series([assignment[i] for i in index], index=index, name="split")
