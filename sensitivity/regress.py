@@ -1,0 +1,443 @@
+"""Linear regression from sensitivity maps to bounding boxes (paper §2.4).
+
+A box is predicted as ``W s + b`` from a sensitivity map ``s``, after optional
+average pooling and per-image normalisation of the map. Two solvers minimise
+the paper's least-squares objective (equation 4):
+
+* ``"ridge"``: exact ridge least squares with an unpenalised intercept, from
+  normal equations accumulated in float64 over streamed batches (memory
+  O(M^2) for M features, independent of the number of images);
+* ``"sgd"``: the paper's minibatch SGD schedule, in torch.
+
+As in scikit-learn's ``linear_model/_ridge.py``, the solvers are plain
+functions (:func:`ridge_streaming`, :func:`sgd_regression`) and
+:class:`BoxRegressor` wraps them. :func:`map_features` is the shared
+map-to-feature step.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+import zipfile
+from collections.abc import Iterable, Iterator
+from os import PathLike
+from typing import Any
+
+import numpy as np
+import scipy.linalg
+import torch
+import torch.nn.functional as F
+from numpy.typing import ArrayLike
+from scipy.stats import rankdata
+from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.utils import Tags, check_random_state
+from sklearn.utils.validation import check_is_fitted
+
+from sensitivity.boxes import corloc
+
+SOLVERS = ("ridge", "sgd")
+NORMALIZATIONS = ("none", "max", "sum", "rank", "log")
+TARGETS = ("corners", "centre_size", "centre_logsize")
+FORMAT_VERSION = 1
+MAX_GRAM_BYTES = 4 * 2**30
+MIN_LOG_SIZE = 1e-4  # widths/heights are floored here before taking logs
+
+_SAVED_KEYS = ("format_version", "params", "coef", "intercept", "map_shape", "n_samples_seen")
+
+
+def _as_array(X: ArrayLike | torch.Tensor) -> np.ndarray:
+    """A numpy view of an array-like or (any-device) torch tensor."""
+    if isinstance(X, torch.Tensor):
+        return X.detach().cpu().numpy()
+    return np.asarray(X)
+
+
+def map_features(X: ArrayLike | torch.Tensor, pool: int | None = 28, normalize: str = "none") -> np.ndarray:
+    """Turn maps into regression features of shape (N, M), float64.
+
+    ``X`` is (N, H, W) maps, or (N, M) already-flat features that are not pooled
+    again (with ``pool`` set, M must be ``pool**2``). Maps are average-pooled to
+    ``pool`` x ``pool`` with torch's ``adaptive_avg_pool2d``, which is the exact
+    block mean when H and W are multiples of ``pool`` (pooling runs in float64
+    for float64 input, float32 otherwise). ``normalize`` then rescales each
+    image's features on its own: ``"max"`` divides by the largest ``|value|``,
+    ``"sum"`` by the sum of ``|value|``, ``"rank"`` replaces values by their rank
+    (ties averaged) divided by M, ``"log"`` is ``log1p(|value| / mean |value|)``.
+    An all-zero map is left at zero (``"rank"``: all ranks tie).
+    """
+    arr = _as_array(X)
+    if arr.ndim == 3:
+        if pool is not None:
+            if not 1 <= pool <= min(arr.shape[1:]):
+                raise ValueError(f"pool must be between 1 and min(H, W) = {min(arr.shape[1:])}, got {pool}")
+            dtype = np.float64 if arr.dtype == np.float64 else np.float32
+            maps = torch.from_numpy(np.ascontiguousarray(arr, dtype=dtype))
+            arr = F.adaptive_avg_pool2d(maps[:, None], pool)[:, 0].numpy()
+        arr = arr.reshape(len(arr), -1)
+    elif arr.ndim == 2:
+        if pool is not None and arr.shape[1] != pool * pool:
+            raise ValueError(f"flat input has {arr.shape[1]} features but pool={pool} needs {pool * pool}")
+    else:
+        raise ValueError(f"maps must have shape (N, H, W) or (N, M), got {arr.shape}")
+    feats = np.asarray(arr, dtype=np.float64)
+    if normalize == "none":
+        return feats
+    if normalize == "rank":
+        return rankdata(feats, axis=1) / feats.shape[1]
+    mag = np.abs(feats)
+    if normalize == "max":
+        scale = mag.max(axis=1, keepdims=True)
+    elif normalize == "sum":
+        scale = mag.sum(axis=1, keepdims=True)
+    elif normalize == "log":
+        scale = mag.mean(axis=1, keepdims=True)
+        feats = mag
+    else:
+        raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
+    feats = feats / np.where(scale > 0, scale, 1.0)
+    return np.log1p(feats) if normalize == "log" else feats
+
+
+def encode_boxes(boxes: np.ndarray, target: str) -> np.ndarray:
+    """Corner boxes (N, 4) to the regressed parameterisation ``target``."""
+    if target == "corners":
+        return boxes
+    x1, y1, x2, y2 = boxes.T
+    size = np.stack([x2 - x1, y2 - y1], axis=1)
+    if target == "centre_logsize":
+        size = np.log(np.maximum(size, MIN_LOG_SIZE))
+    return np.column_stack([(x1 + x2) / 2, (y1 + y2) / 2, size])
+
+
+def decode_boxes(params: np.ndarray, target: str) -> np.ndarray:
+    """Regressed values (N, 4) back to valid corner boxes, clipped to [0, 1] and ordered."""
+    if target == "corners":
+        boxes = params
+    else:
+        cx, cy, w, h = params.T
+        if target == "centre_logsize":
+            w, h = np.exp(w), np.exp(h)
+        boxes = np.column_stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
+    boxes = np.clip(boxes, 0.0, 1.0)
+    return np.column_stack(
+        [
+            np.minimum(boxes[:, 0], boxes[:, 2]),
+            np.minimum(boxes[:, 1], boxes[:, 3]),
+            np.maximum(boxes[:, 0], boxes[:, 2]),
+            np.maximum(boxes[:, 1], boxes[:, 3]),
+        ]
+    )
+
+
+def ridge_streaming(
+    batches: Iterable[tuple[np.ndarray, np.ndarray]], alpha: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact ridge regression with unpenalised intercept from streamed batches.
+
+    ``batches`` yields float64 features (n_b, M) and targets (n_b, K). Sums are
+    accumulated about the first batch's means (a shift that keeps the centred
+    cross-products accurate) and the centred system ``(Cxx + alpha I) W = Cxy``
+    is solved by Cholesky, or by least squares (minimum norm) when it is
+    singular or ill-conditioned. Returns ``coef`` (K, M) and ``intercept`` (K,).
+    """
+    n = 0
+    for X, Y in batches:
+        if n == 0:
+            m = X.shape[1]
+            if m * m * 8 > MAX_GRAM_BYTES:
+                raise ValueError(
+                    f"{m} features need a {m}x{m} float64 normal matrix of {m * m * 8 / 1e9:.1f} GB, "
+                    f"over the {MAX_GRAM_BYTES / 1e9:.1f} GB limit; use a smaller pool or solver='sgd'"
+                )
+            x0, y0 = X.mean(axis=0), Y.mean(axis=0)
+            sx, sy = np.zeros(m), np.zeros(Y.shape[1])
+            sxx, sxy = np.zeros((m, m)), np.zeros((m, Y.shape[1]))
+        Xc, Yc = X - x0, Y - y0
+        n += len(X)
+        sx += Xc.sum(axis=0)
+        sy += Yc.sum(axis=0)
+        sxx += Xc.T @ Xc
+        sxy += Xc.T @ Yc
+    if n == 0:
+        raise ValueError("no samples to fit: the batches were empty")
+    mx, my = sx / n, sy / n
+    cxx = sxx - n * np.outer(mx, mx) + alpha * np.eye(len(mx))
+    cxy = sxy - n * np.outer(mx, my)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", scipy.linalg.LinAlgWarning)
+        try:
+            W = scipy.linalg.solve(cxx, cxy, assume_a="pos")
+        except (np.linalg.LinAlgError, scipy.linalg.LinAlgWarning):
+            W = scipy.linalg.lstsq(cxx, cxy)[0]
+    return W.T, (y0 + my) - (x0 + mx) @ W
+
+
+def sgd_regression(
+    X: np.ndarray,
+    Y: np.ndarray,
+    *,
+    batch_size: int = 2048,
+    lr: float = 0.1,
+    lr_step: int = 10_000,
+    max_iter: int = 30_000,
+    device: str = "cpu",
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The paper's minibatch SGD on the mean squared error ``mean((Y - X W - b)**2)``.
+
+    ``X`` (N, M) and ``Y`` (N, K) are float64 in memory. Each step takes
+    ``batch_size`` rows drawn uniformly with replacement; the learning rate is
+    ``lr`` divided by 10 every ``lr_step`` steps. Internally, features are
+    standardised per feature and then divided by the square root of the largest
+    eigenvalue of their correlation matrix (found by power iteration), so that
+    ``lr = 0.1`` is stable even for strongly correlated map cells; targets are
+    centred. Training runs in float32 on ``device``; the scaling is folded back
+    into the returned ``coef`` (K, M) and ``intercept`` (K,).
+    """
+    dev = torch.device(device)
+    gen = torch.Generator().manual_seed(seed)
+    mu, sigma = X.mean(axis=0), X.std(axis=0)
+    sigma[sigma == 0] = 1.0
+    y_mean = Y.mean(axis=0)
+    Z = torch.as_tensor((X - mu) / sigma, dtype=torch.float32, device=dev)
+    T = torch.as_tensor(Y - y_mean, dtype=torch.float32, device=dev)
+    n = len(Z)
+    v = torch.randn(Z.shape[1], generator=gen).to(dev)
+    for _ in range(50):
+        v = Z.T @ (Z @ v) / n
+        top = torch.linalg.vector_norm(v)
+        v = v / top.clamp_min(1e-12)
+    scale = float(top.clamp_min(1.0).sqrt())
+    Z /= scale
+    W = torch.zeros(Z.shape[1], T.shape[1], device=dev)
+    b = torch.zeros(T.shape[1], device=dev)
+    for step in range(max_iter):
+        idx = torch.randint(n, (batch_size,), generator=gen).to(dev)
+        Zb = Z[idx]
+        err = Zb @ W + b - T[idx]
+        rate = lr * 0.1 ** (step // lr_step) * 2 / err.numel()
+        W -= rate * (Zb.T @ err)
+        b -= rate * err.sum(dim=0)
+    W64, b64 = W.double().cpu().numpy(), b.double().cpu().numpy()
+    if not (np.all(np.isfinite(W64)) and np.all(np.isfinite(b64))):
+        raise FloatingPointError(f"SGD diverged with lr={lr}; use a smaller lr")
+    coef = W64 / (sigma * scale)[:, None]
+    return coef.T, y_mean + b64 - mu @ coef
+
+
+def _check_xy(X: ArrayLike | torch.Tensor, y: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    """Validate one batch: maps (N, H, W) or (N, M) and boxes (N, 4) in [0, 1], ordered."""
+    X_arr, y_arr = _as_array(X), np.asarray(y, dtype=np.float64)
+    if X_arr.ndim not in (2, 3) or len(X_arr) == 0:
+        raise ValueError(f"X must be non-empty maps (N, H, W) or features (N, M), got shape {X_arr.shape}")
+    if y_arr.shape != (len(X_arr), 4):
+        raise ValueError(
+            f"y must be boxes of shape ({len(X_arr)}, 4) for X of shape {X_arr.shape}, got {y_arr.shape}"
+        )
+    if not np.all(np.isfinite(X_arr)):
+        raise ValueError("X contains NaN or infinite values")
+    bad = ~np.isfinite(y_arr).all(axis=1) | (y_arr < 0).any(axis=1) | (y_arr > 1).any(axis=1)
+    bad |= (y_arr[:, 2] < y_arr[:, 0]) | (y_arr[:, 3] < y_arr[:, 1])
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"y must hold boxes (x1, y1, x2, y2) in [0, 1] with x1 <= x2 and y1 <= y2; "
+            f"{int(bad.sum())} rows are not, e.g. row {i}: {y_arr[i].tolist()}"
+        )
+    return X_arr, y_arr
+
+
+class BoxRegressor(RegressorMixin, BaseEstimator):
+    """Linear map from (pooled, normalised) sensitivity maps to bounding boxes.
+
+    Parameters
+    ----------
+    solver : "ridge" (exact, streaming normal equations) or "sgd" (the paper's schedule).
+    alpha : ridge penalty on the weights (not the intercept); ``solver="ridge"`` only.
+    pool : maps are average-pooled to ``pool`` x ``pool`` cells (see :func:`map_features`);
+        None keeps full resolution.
+    normalize : per-image map normalisation after pooling, one of ``NORMALIZATIONS``.
+    target : regressed box parameterisation: "corners" (x1, y1, x2, y2; the paper's),
+        "centre_size" (cx, cy, w, h) or "centre_logsize" (cx, cy, log w, log h).
+    batch_size : rows per chunk in ``fit``/``predict``, and the SGD minibatch size.
+    lr, lr_step, max_iter : SGD learning rate, divided by 10 every ``lr_step`` steps, for ``max_iter`` steps.
+    device : torch device for SGD ("cpu", "cuda").
+    random_state : seed of the SGD minibatch draws.
+
+    Attributes
+    ----------
+    coef_ : (4, M) float64 weights on the features, in the ``target`` parameterisation.
+    intercept_ : (4,) float64.
+    n_features_in_ : M, the number of regression features (pooled cells).
+    map_shape_ : (H, W) of the maps seen at fit, or None when fitted on flat features.
+    n_samples_seen_ : number of training images.
+    """
+
+    def __init__(
+        self,
+        solver: str = "ridge",
+        alpha: float = 1.0,
+        pool: int | None = 28,
+        normalize: str = "none",
+        target: str = "corners",
+        batch_size: int = 2048,
+        lr: float = 0.1,
+        lr_step: int = 10_000,
+        max_iter: int = 30_000,
+        device: str = "cpu",
+        random_state: int | None = 0,
+    ) -> None:
+        self.solver = solver
+        self.alpha = alpha
+        self.pool = pool
+        self.normalize = normalize
+        self.target = target
+        self.batch_size = batch_size
+        self.lr = lr
+        self.lr_step = lr_step
+        self.max_iter = max_iter
+        self.device = device
+        self.random_state = random_state
+
+    def __sklearn_tags__(self) -> Tags:
+        tags = super().__sklearn_tags__()
+        tags.input_tags.three_d_array = True
+        tags.target_tags.multi_output = True
+        tags.target_tags.single_output = False
+        return tags
+
+    def _validate_params(self) -> None:
+        choices = {"solver": SOLVERS, "normalize": NORMALIZATIONS, "target": TARGETS}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        positive_ints = {"batch_size": self.batch_size, "lr_step": self.lr_step, "max_iter": self.max_iter}
+        if self.pool is not None:
+            positive_ints["pool"] = self.pool
+        for name, value in positive_ints.items():
+            if not isinstance(value, int | np.integer) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not self.alpha >= 0:
+            raise ValueError(f"alpha must be >= 0, got {self.alpha!r}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr!r}")
+
+    def _chunks(
+        self, X: np.ndarray, y: np.ndarray | None = None
+    ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        for start in range(0, len(X), self.batch_size):
+            stop = start + self.batch_size
+            yield X[start:stop], None if y is None else y[start:stop]
+
+    def fit(self, X: ArrayLike | torch.Tensor, y: ArrayLike) -> BoxRegressor:
+        """Fit on maps ``X`` (N, H, W) or features (N, M) and boxes ``y`` (N, 4), in ``batch_size`` chunks."""
+        X_arr, y_arr = _check_xy(X, y)
+        return self.fit_batches(self._chunks(X_arr, y_arr))
+
+    def fit_batches(self, batches: Iterable[tuple[ArrayLike | torch.Tensor, ArrayLike]]) -> BoxRegressor:
+        """Fit from an iterable of ``(maps, boxes)`` batches, all with the same map shape.
+
+        With ``solver="ridge"`` the batches are streamed (only the pooled features of
+        one batch are in memory); with ``solver="sgd"`` the pooled features of all
+        batches are concatenated in memory first.
+        """
+        self._validate_params()
+        shape: tuple[int, ...] | None = None
+        n = 0
+
+        def prepared() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+            nonlocal shape, n
+            for X_b, y_b in batches:
+                X_arr, y_arr = _check_xy(X_b, y_b)
+                if shape is None:
+                    shape = X_arr.shape[1:]
+                elif X_arr.shape[1:] != shape:
+                    raise ValueError(f"all batches need maps of shape {shape}, got {X_arr.shape[1:]}")
+                n += len(X_arr)
+                yield map_features(X_arr, self.pool, self.normalize), encode_boxes(y_arr, self.target)
+
+        if self.solver == "ridge":
+            coef, intercept = ridge_streaming(prepared(), self.alpha)
+        else:
+            parts = list(prepared())
+            if not parts:
+                raise ValueError("no samples to fit: the batches were empty")
+            seed = int(check_random_state(self.random_state).randint(2**31))
+            coef, intercept = sgd_regression(
+                np.concatenate([p[0] for p in parts]),
+                np.concatenate([p[1] for p in parts]),
+                batch_size=self.batch_size,
+                lr=self.lr,
+                lr_step=self.lr_step,
+                max_iter=self.max_iter,
+                device=self.device,
+                seed=seed,
+            )
+        self.coef_, self.intercept_ = coef, intercept
+        self.n_features_in_ = coef.shape[1]
+        self.map_shape_ = shape if len(shape) == 2 else None
+        self.n_samples_seen_ = n
+        return self
+
+    def predict(self, X: ArrayLike | torch.Tensor) -> np.ndarray:
+        """Boxes (N, 4) as (x1, y1, x2, y2), clipped to [0, 1] with x1 <= x2 and y1 <= y2."""
+        check_is_fitted(self)
+        X_arr = _as_array(X)
+        if X_arr.ndim == 3 and self.map_shape_ is not None and X_arr.shape[1:] != self.map_shape_:
+            raise ValueError(f"maps have shape {X_arr.shape[1:]}, the model was fitted on {self.map_shape_}")
+        out = []
+        for X_b, _ in self._chunks(X_arr):
+            feats = map_features(X_b, self.pool, self.normalize)
+            if feats.shape[1] != self.n_features_in_:
+                raise ValueError(f"X gives {feats.shape[1]} features, the model needs {self.n_features_in_}")
+            out.append(decode_boxes(feats @ self.coef_.T + self.intercept_, self.target))
+        return np.concatenate(out) if out else np.empty((0, 4))
+
+    def score(self, X: ArrayLike | torch.Tensor, y: ArrayLike, sample_weight: None = None) -> float:
+        """CorLoc (IoU > 0.5) of the predicted boxes against one ground-truth box per image."""
+        if sample_weight is not None:
+            raise ValueError("sample_weight is not supported")
+        return corloc(self.predict(X), [row[None] for row in np.asarray(y, dtype=np.float64)])
+
+    def save(self, path: str | PathLike[str]) -> None:
+        """Write settings and fitted weights to ``path`` as a portable ``.npz`` (no pickle)."""
+        check_is_fitted(self)
+        with open(path, "wb") as fh:
+            np.savez(
+                fh,
+                format_version=FORMAT_VERSION,
+                params=json.dumps(self.get_params()),
+                coef=self.coef_,
+                intercept=self.intercept_,
+                map_shape=np.asarray(self.map_shape_ or (), dtype=np.int64),
+                n_samples_seen=self.n_samples_seen_,
+            )
+
+    @classmethod
+    def load(cls, path: str | PathLike[str]) -> BoxRegressor:
+        """Restore an estimator written by :meth:`save`."""
+        expected = f"a BoxRegressor .npz written by BoxRegressor.save (keys {', '.join(_SAVED_KEYS)})"
+        try:
+            data = np.load(path, allow_pickle=False)
+            if not isinstance(data, np.lib.npyio.NpzFile):
+                raise ValueError("not an .npz archive")
+            with data:
+                saved = {key: data[key] for key in _SAVED_KEYS}
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(f"{path}: no such file; expected {expected}") from exc
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+            raise ValueError(f"{path} is not {expected}: {exc}") from exc
+        if int(saved["format_version"]) > FORMAT_VERSION:
+            raise ValueError(
+                f"{path} has format version {int(saved['format_version'])}; "
+                f"this version of sensitivity reads up to {FORMAT_VERSION}"
+            )
+        params: dict[str, Any] = json.loads(str(saved["params"]))
+        model = cls(**params)
+        model.coef_ = saved["coef"]
+        model.intercept_ = saved["intercept"]
+        model.n_features_in_ = model.coef_.shape[1]
+        model.map_shape_ = tuple(int(s) for s in saved["map_shape"]) or None
+        model.n_samples_seen_ = int(saved["n_samples_seen"])
+        return model
