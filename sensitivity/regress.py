@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from numpy.typing import ArrayLike
 from scipy.stats import rankdata
-from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.utils import Tags, check_random_state
 from sklearn.utils.validation import check_is_fitted
 
@@ -130,47 +130,63 @@ def decode_boxes(params: np.ndarray, target: str) -> np.ndarray:
     )
 
 
-def ridge_streaming(
-    batches: Iterable[tuple[np.ndarray, np.ndarray]], alpha: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Exact ridge regression with unpenalised intercept from streamed batches.
+class NormalEquations:
+    """Streaming sufficient statistics of least squares; solved for any ridge penalty afterwards.
 
-    ``batches`` yields float64 features (n_b, M) and targets (n_b, K). Sums are
-    accumulated about the first batch's means (a shift that keeps the centred
-    cross-products accurate) and the centred system ``(Cxx + alpha I) W = Cxy``
-    is solved by Cholesky, or by least squares (minimum norm) when it is
-    singular or ill-conditioned. Returns ``coef`` (K, M) and ``intercept`` (K,).
+    Sums are accumulated about the first batch's means (a shift that keeps the centred
+    cross-products accurate). Memory is O(M^2) for M features, whatever the number of rows.
     """
-    n = 0
-    for X, Y in batches:
-        if n == 0:
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def add(self, X: np.ndarray, Y: np.ndarray) -> None:
+        """Accumulate float64 features (n_b, M) and targets (n_b, K)."""
+        if self.n == 0:
             m = X.shape[1]
             if m * m * 8 > MAX_GRAM_BYTES:
                 raise ValueError(
                     f"{m} features need a {m}x{m} float64 normal matrix of {m * m * 8 / 1e9:.1f} GB, "
                     f"over the {MAX_GRAM_BYTES / 1e9:.1f} GB limit; use a smaller pool or solver='sgd'"
                 )
-            x0, y0 = X.mean(axis=0), Y.mean(axis=0)
-            sx, sy = np.zeros(m), np.zeros(Y.shape[1])
-            sxx, sxy = np.zeros((m, m)), np.zeros((m, Y.shape[1]))
-        Xc, Yc = X - x0, Y - y0
-        n += len(X)
-        sx += Xc.sum(axis=0)
-        sy += Yc.sum(axis=0)
-        sxx += Xc.T @ Xc
-        sxy += Xc.T @ Yc
-    if n == 0:
-        raise ValueError("no samples to fit: the batches were empty")
-    mx, my = sx / n, sy / n
-    cxx = sxx - n * np.outer(mx, mx) + alpha * np.eye(len(mx))
-    cxy = sxy - n * np.outer(mx, my)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", scipy.linalg.LinAlgWarning)
-        try:
-            W = scipy.linalg.solve(cxx, cxy, assume_a="pos")
-        except (np.linalg.LinAlgError, scipy.linalg.LinAlgWarning):
-            W = scipy.linalg.lstsq(cxx, cxy)[0]
-    return W.T, (y0 + my) - (x0 + mx) @ W
+            self.x0, self.y0 = X.mean(axis=0), Y.mean(axis=0)
+            self.sx, self.sy = np.zeros(m), np.zeros(Y.shape[1])
+            self.sxx, self.sxy = np.zeros((m, m)), np.zeros((m, Y.shape[1]))
+        Xc, Yc = X - self.x0, Y - self.y0
+        self.n += len(X)
+        self.sx += Xc.sum(axis=0)
+        self.sy += Yc.sum(axis=0)
+        self.sxx += Xc.T @ Xc
+        self.sxy += Xc.T @ Yc
+
+    def solve(self, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+        """Ridge solution with unpenalised intercept: ``coef`` (K, M) and ``intercept`` (K,).
+
+        The centred system ``(Cxx + alpha I) W = Cxy`` is solved by Cholesky, or by least
+        squares (minimum norm) when it is singular or ill-conditioned.
+        """
+        if self.n == 0:
+            raise ValueError("no samples to fit: the batches were empty")
+        mx, my = self.sx / self.n, self.sy / self.n
+        cxx = self.sxx - self.n * np.outer(mx, mx) + alpha * np.eye(len(mx))
+        cxy = self.sxy - self.n * np.outer(mx, my)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", scipy.linalg.LinAlgWarning)
+            try:
+                W = scipy.linalg.solve(cxx, cxy, assume_a="pos")
+            except (np.linalg.LinAlgError, scipy.linalg.LinAlgWarning):
+                W = scipy.linalg.lstsq(cxx, cxy)[0]
+        return W.T, (self.y0 + my) - (self.x0 + mx) @ W
+
+
+def ridge_streaming(
+    batches: Iterable[tuple[np.ndarray, np.ndarray]], alpha: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact ridge regression with unpenalised intercept from streamed float64 batches (X (n_b, M), Y (n_b, K))."""
+    equations = NormalEquations()
+    for X, Y in batches:
+        equations.add(X, Y)
+    return equations.solve(alpha)
 
 
 def sgd_regression(
@@ -246,6 +262,25 @@ def _check_xy(X: ArrayLike | torch.Tensor, y: ArrayLike) -> tuple[np.ndarray, np
             f"{int(bad.sum())} rows are not, e.g. row {i}: {y_arr[i].tolist()}"
         )
     return X_arr, y_arr
+
+
+class _PreparedBatches:
+    """Iterates ``(features, encoded boxes)`` from ``(maps, boxes)`` batches, recording shape and count."""
+
+    def __init__(self, batches: Iterable, pool: int | None, normalize: str, target: str) -> None:
+        self.batches, self.pool, self.normalize, self.target = batches, pool, normalize, target
+        self.shape: tuple[int, ...] = ()
+        self.n = 0
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for X_b, y_b in self.batches:
+            X_arr, y_arr = _check_xy(X_b, y_b)
+            if not self.shape:
+                self.shape = X_arr.shape[1:]
+            elif X_arr.shape[1:] != self.shape:
+                raise ValueError(f"all batches need maps of shape {self.shape}, got {X_arr.shape[1:]}")
+            self.n += len(X_arr)
+            yield map_features(X_arr, self.pool, self.normalize), encode_boxes(y_arr, self.target)
 
 
 class BoxRegressor(RegressorMixin, BaseEstimator):
@@ -343,24 +378,11 @@ class BoxRegressor(RegressorMixin, BaseEstimator):
         batches are concatenated in memory first.
         """
         self._validate_params()
-        shape: tuple[int, ...] | None = None
-        n = 0
-
-        def prepared() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-            nonlocal shape, n
-            for X_b, y_b in batches:
-                X_arr, y_arr = _check_xy(X_b, y_b)
-                if shape is None:
-                    shape = X_arr.shape[1:]
-                elif X_arr.shape[1:] != shape:
-                    raise ValueError(f"all batches need maps of shape {shape}, got {X_arr.shape[1:]}")
-                n += len(X_arr)
-                yield map_features(X_arr, self.pool, self.normalize), encode_boxes(y_arr, self.target)
-
+        prepared = _PreparedBatches(batches, self.pool, self.normalize, self.target)
         if self.solver == "ridge":
-            coef, intercept = ridge_streaming(prepared(), self.alpha)
+            coef, intercept = ridge_streaming(prepared, self.alpha)
         else:
-            parts = list(prepared())
+            parts = list(prepared)
             if not parts:
                 raise ValueError("no samples to fit: the batches were empty")
             seed = int(check_random_state(self.random_state).randint(2**31))
@@ -374,10 +396,34 @@ class BoxRegressor(RegressorMixin, BaseEstimator):
                 device=self.device,
                 seed=seed,
             )
+        return self._set_solution(coef, intercept, prepared)
+
+    def fit_alpha_path(
+        self, batches: Iterable[tuple[ArrayLike | torch.Tensor, ArrayLike]], alphas: Iterable[float]
+    ) -> list[BoxRegressor]:
+        """Ridge fits for several ``alphas`` from ONE pass over the batches (shared normal equations).
+
+        Returns one fitted clone of this estimator per alpha (``solver`` must be "ridge").
+        """
+        self._validate_params()
+        if self.solver != "ridge":
+            raise ValueError("fit_alpha_path needs solver='ridge'")
+        prepared = _PreparedBatches(batches, self.pool, self.normalize, self.target)
+        equations = NormalEquations()
+        for X_b, y_b in prepared:
+            equations.add(X_b, y_b)
+        fitted = []
+        for alpha in alphas:
+            model = clone(self).set_params(alpha=alpha)
+            model._validate_params()
+            fitted.append(model._set_solution(*equations.solve(alpha), prepared))
+        return fitted
+
+    def _set_solution(self, coef: np.ndarray, intercept: np.ndarray, prepared: _PreparedBatches) -> BoxRegressor:
         self.coef_, self.intercept_ = coef, intercept
         self.n_features_in_ = coef.shape[1]
-        self.map_shape_ = shape if len(shape) == 2 else None
-        self.n_samples_seen_ = n
+        self.map_shape_ = prepared.shape if len(prepared.shape) == 2 else None
+        self.n_samples_seen_ = prepared.n
         return self
 
     def predict(self, X: ArrayLike | torch.Tensor) -> np.ndarray:

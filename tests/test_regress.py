@@ -321,3 +321,20 @@ def test_invalid_inputs_raise(problem):
     model = BoxRegressor(pool=3).fit(X, y)
     with pytest.raises(ValueError, match="fitted on"):
         model.predict(np.ones((2, 9, 9)))
+
+
+def test_fit_alpha_path_equals_separate_fits() -> None:
+    """One pass over the data gives, for every alpha, exactly the separately fitted model."""
+    rng = np.random.default_rng(7)
+    X = rng.random((300, 8, 8))
+    xs, ys = np.sort(rng.random((300, 2)), axis=1), np.sort(rng.random((300, 2)), axis=1)
+    y = np.column_stack([xs[:, 0], ys[:, 0], xs[:, 1], ys[:, 1]])
+    batches = [(X[i : i + 70], y[i : i + 70]) for i in range(0, 300, 70)]
+    path = BoxRegressor(pool=4, normalize="max").fit_alpha_path(batches, [0.0, 0.5, 10.0])
+    for model, alpha in zip(path, [0.0, 0.5, 10.0]):
+        single = BoxRegressor(pool=4, normalize="max", alpha=alpha).fit(X, y)
+        assert model.alpha == alpha and model.n_samples_seen_ == 300 and model.map_shape_ == (8, 8)
+        np.testing.assert_allclose(model.coef_, single.coef_, rtol=1e-9, atol=1e-10)
+        np.testing.assert_allclose(model.intercept_, single.intercept_, rtol=1e-9, atol=1e-10)
+    with pytest.raises(ValueError, match="ridge"):
+        BoxRegressor(solver="sgd").fit_alpha_path(batches, [1.0])
