@@ -1,0 +1,140 @@
+"""Stage 3: sensitivity maps of one shard of a dataset's images into that shard's own Zarr store."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from sensitivity import __version__
+from sensitivity.datasets import read_manifest, synset_to_index
+from sensitivity.images import ImageReadError, read_image
+from sensitivity.maps import sensitivity
+from sensitivity.models import load_model
+from sensitivity.store import MapStoreWriter
+
+log = logging.getLogger(__name__)
+
+AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def parse_shard(shard: str) -> tuple[int, int]:
+    """``"2-of-4"`` (Snakemake's scatter item) → ``(2, 4)``."""
+    try:
+        index, count = (int(part) for part in shard.split("-of-"))
+    except ValueError:
+        raise ValueError(f"shard must look like '2-of-4', got {shard!r}") from None
+    if not 1 <= index <= count:
+        raise ValueError(f"shard index out of range: {shard!r}")
+    return index, count
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` → the GPU this job was given (CUDA_VISIBLE_DEVICES) if any, else the CPU."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(device)
+
+
+class ImageFiles(Dataset):
+    """Decoded, preprocessed images; a file that cannot be read yields its error instead."""
+
+    def __init__(self, paths: list[str], transform, max_side: int) -> None:
+        self.paths, self.transform, self.max_side = paths, transform, max_side
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, row: int) -> tuple[int, torch.Tensor | None, str]:
+        try:
+            return row, self.transform(read_image(self.paths[row], max_side=self.max_side)), ""
+        except ImageReadError as error:
+            return row, None, error.reason
+
+
+def collate(items: list[tuple[int, torch.Tensor | None, str]]):
+    """Batch the readable images; keep the failures as ``(row, reason)``."""
+    good = [(row, image) for row, image, _ in items if image is not None]
+    failures = [(row, reason) for row, image, reason in items if image is None]
+    rows = np.array([row for row, _ in good], dtype=np.int64)
+    images = torch.stack([image for _, image in good]) if good else None
+    return rows, images, failures
+
+
+def shard_images(manifest_path: str | Path, shard: str):
+    """The unique images of one shard (contiguous, balanced blocks in manifest order)."""
+    manifest = read_manifest(manifest_path)
+    images = manifest.drop_duplicates("image_id")
+    index, count = parse_shard(shard)
+    rows = np.array_split(np.arange(len(images)), count)[index - 1]
+    return images.iloc[rows], manifest
+
+
+def extract_shard(
+    manifest_path: str | Path,
+    store_path: str | Path,
+    shard: str,
+    model: dict,
+    target: str,
+    aggregate: str,
+    map_size: int,
+    class_source: str = "predicted",
+    synset_mapping: str | None = None,
+    on_bad_input: str = "fail",
+    batch_size: int = 16,
+    device: str = "auto",
+    amp: str = "none",
+    num_workers: int = 1,
+) -> Path:
+    """Compute and store the maps of one shard; returns the published store path.
+
+    ``class_source``: "predicted" (class-score maps follow the predicted class) or "label" (the
+    image's annotated synset, mapped to the classifier output through ``synset_mapping``).
+    """
+    images, manifest = shard_images(manifest_path, shard)
+    torch_device = resolve_device(device)
+    loaded = load_model(model["name"], model.get("weights"), torch_device)
+    label_classes = None
+    if target == "class" and class_source == "label":
+        if not synset_mapping:
+            raise ValueError("class_source 'label' needs a synset_mapping file")
+        if manifest.groupby("image_id")["label"].nunique().max() > 1:
+            raise ValueError("class_source 'label' needs one label per image")
+        index = synset_to_index(synset_mapping)
+        unknown = sorted(set(images["label"]) - set(index))
+        if unknown:
+            raise ValueError(f"labels not in {synset_mapping}: {unknown[:5]}")
+        label_classes = torch.tensor([index[label] for label in images["label"]])
+    attributes = {
+        "model": loaded.name, "weights": loaded.weights, "target": target, "aggregate": aggregate,
+        "class_source": class_source if target == "class" else None,
+        "preprocessing": {**loaded.preprocessing.to_dict(), "mode": "squash"}, "amp": amp,
+        "shard": shard, "package_version": __version__,
+    }
+    writer = MapStoreWriter(store_path, images["image_id"].tolist(), map_size, attributes)
+    files = ImageFiles(images["path"].tolist(), loaded.preprocessing.transform("squash"),
+                       max_side=2 * loaded.preprocessing.size)
+    loader = DataLoader(files, batch_size=batch_size, num_workers=num_workers, collate_fn=collate,
+                        pin_memory=torch_device.type == "cuda")
+    for rows, batch, failures in tqdm(loader, desc=f"maps {shard}", unit="batch"):
+        for row, reason in failures:
+            path = images["path"].iloc[row]
+            if on_bad_input == "fail":
+                raise ImageReadError(path, reason)
+            log.warning("skipping %s: %s", path, reason)
+            writer.skip(images["image_id"].iloc[row], path, reason)
+        if batch is None:
+            continue
+        batch = batch.to(torch_device, non_blocking=True)
+        classes = None if label_classes is None else label_classes[rows].to(torch_device)
+        result = sensitivity(loaded, batch, target, aggregate, classes=classes, amp_dtype=AMP_DTYPES[amp])
+        maps = result.maps
+        if maps.shape[-1] != map_size:
+            maps = F.adaptive_avg_pool2d(maps[:, None], map_size)[:, 0]
+        writer.write(rows, maps.cpu().numpy(), None if result.classes is None else result.classes.cpu().numpy())
+    return writer.close()

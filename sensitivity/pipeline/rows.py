@@ -1,0 +1,50 @@
+"""Labelled rows (one per image and class) joined with their split and their maps, streamed."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from sensitivity.boxes import largest_box
+from sensitivity.datasets import read_manifest
+from sensitivity.pipeline.split import read_split
+from sensitivity.store import iter_maps
+
+
+def labelled_rows(manifest_path: str | Path, split_path: str | Path) -> pd.DataFrame:
+    """Manifest rows with ``split``, ``gt`` (k, 4) arrays and ``target_box`` (the largest box, regressed)."""
+    rows = read_manifest(manifest_path)
+    rows["split"] = rows["image_id"].map(read_split(split_path))
+    if rows["split"].isna().any():
+        missing = rows.loc[rows["split"].isna(), "image_id"].iloc[0]
+        raise ValueError(f"{split_path}: image {missing!r} has no split")
+    rows["gt"] = [np.asarray(json.loads(b), dtype=np.float64) for b in rows["boxes"]]
+    rows["target_box"] = [largest_box(gt) for gt in rows["gt"]]
+    return rows
+
+
+class RowMaps:
+    """Re-iterable stream of ``(rows, maps)`` blocks for a subset of rows.
+
+    An image with several rows (several classes) has its map repeated once per row. At most one
+    block of maps is in memory at a time.
+    """
+
+    def __init__(self, stores: Sequence[str | Path], rows: pd.DataFrame, batch_size: int = 1024) -> None:
+        self.stores, self.rows, self.batch_size = list(stores), rows, batch_size
+        self._by_image = rows.groupby("image_id").indices
+
+    def __iter__(self) -> Iterator[tuple[pd.DataFrame, np.ndarray]]:
+        for image_ids, maps in iter_maps(self.stores, set(self._by_image), self.batch_size):
+            positions = [self._by_image[i] for i in image_ids]
+            repeat = np.array([len(p) for p in positions])
+            yield self.rows.iloc[np.concatenate(positions)], np.repeat(maps, repeat, axis=0)
+
+    def boxes(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """``(maps, target boxes)`` batches, the input of ``BoxRegressor.fit_batches``."""
+        for block, maps in self:
+            yield maps, np.stack(block["target_box"].to_numpy())

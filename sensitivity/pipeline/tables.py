@@ -1,0 +1,39 @@
+"""CorLoc tables: per class and the paper's "Average CorLoc" (unweighted mean over classes), in %."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+AVERAGE = "Average"
+
+
+def corloc_table(predictions: pd.DataFrame, methods: Sequence[str]) -> pd.DataFrame:
+    """``class, n_images, corloc_<method>...`` (percent) from per-row ``<method>_correct`` flags."""
+    grouped = predictions.groupby("label", sort=True)
+    table = pd.DataFrame({"class": list(grouped.groups), "n_images": grouped.size().to_numpy()})
+    for method in methods:
+        table[f"corloc_{method}"] = 100.0 * grouped[f"{method}_correct"].mean().to_numpy()
+    average = {"class": AVERAGE, "n_images": int(table["n_images"].sum())}
+    average |= {f"corloc_{m}": table[f"corloc_{m}"].mean() for m in methods}
+    return pd.concat([table, pd.DataFrame([average])], ignore_index=True)
+
+
+def to_markdown(table: pd.DataFrame, title: str = "") -> str:
+    """A GitHub Markdown table (CorLoc with two decimals), optionally under a heading."""
+    header = "| " + " | ".join(table.columns) + " |"
+    rule = "|" + "|".join("---" if c == "class" else "---:" for c in table.columns) + "|"
+    lines = [header, rule]
+    for row in table.itertuples(index=False):
+        cells = [f"{v:.2f}" if isinstance(v, float) else str(v) for v in row]
+        if row[0] == AVERAGE:
+            cells = [f"**{c}**" for c in cells]
+        lines.append("| " + " | ".join(cells) + " |")
+    return (f"## {title}\n\n" if title else "") + "\n".join(lines) + "\n"
+
+
+def write_table(table: pd.DataFrame, csv_path: str | Path, md_path: str | Path, title: str = "") -> None:
+    table.to_csv(csv_path, index=False, float_format="%.4f")
+    Path(md_path).write_text(to_markdown(table, title))

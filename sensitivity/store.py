@@ -1,0 +1,142 @@
+"""Zarr v3 stores of sensitivity maps: one store per extraction shard, one writer per store.
+
+Layout of a store (a directory):
+- ``maps`` (N, S, S) float16, one chunk per image, Zstd-compressed: each map divided by its maximum, so
+  float16 keeps ~3 significant digits however small the gradients are;
+- ``scale`` (N,) float32: that maximum (map = maps * scale);
+- ``image_id`` (N,) str; ``class_index`` (N,) int32 (class used for a class-score map, -1 otherwise);
+- ``valid`` (N,) bool: False for an image that could not be read (``on_bad_input: skip``);
+- attributes: how the maps were made (model, weights, target, aggregation, preprocessing, map size,
+  package version), the skipped images, and ``complete: true``, written last.
+
+A store is built under ``<path>.partial`` and renamed into place when complete, so a store found at its
+final path is always whole; an interrupted writer leaves only the ``.partial`` directory, which the
+next attempt replaces.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import zarr
+from zarr.codecs import ZstdCodec
+
+FORMAT = "sensitivity-maps/1"
+
+
+class StoreError(ValueError):
+    """A map store that is missing, incomplete or of another format, with its path named."""
+
+
+class MapStoreWriter:
+    """Writes the maps of a fixed list of images into a new store, then publishes it atomically."""
+
+    def __init__(self, path: str | Path, image_ids: Sequence[str], map_size: int, attributes: dict) -> None:
+        self.path = Path(path)
+        self.partial = self.path.with_name(self.path.name + ".partial")
+        if self.partial.exists():
+            shutil.rmtree(self.partial)
+        n = len(image_ids)
+        group = zarr.open_group(self.partial, mode="w", zarr_format=3)
+        chunk = (1, map_size, map_size)
+        self._maps = group.create_array("maps", shape=(n, map_size, map_size), chunks=chunk, dtype="float16",
+                                        compressors=ZstdCodec(level=3), fill_value=0)
+        self._scale = group.create_array("scale", shape=(n,), chunks=(max(n, 1),), dtype="float32", fill_value=0)
+        self._classes = group.create_array("class_index", shape=(n,), chunks=(max(n, 1),), dtype="int32", fill_value=-1)
+        self._valid = group.create_array("valid", shape=(n,), chunks=(max(n, 1),), dtype="bool", fill_value=False)
+        ids = group.create_array("image_id", shape=(n,), chunks=(max(n, 1),), dtype=str)
+        if n:
+            ids[:] = np.asarray(image_ids, dtype=str)
+        self._group = group
+        self._attributes = {"format": FORMAT, "n_images": n, "map_size": map_size, **attributes, "complete": False}
+        group.attrs.update(self._attributes)
+        self._scale_buffer = np.zeros(n, dtype=np.float32)
+        self._class_buffer = np.full(n, -1, dtype=np.int32)
+        self._valid_buffer = np.zeros(n, dtype=bool)
+        self._skipped: list[dict[str, str]] = []
+
+    def write(self, rows: np.ndarray, maps: np.ndarray, classes: np.ndarray | None = None) -> None:
+        """Store float maps (b, S, S) for the given row indices (b,)."""
+        maps = np.asarray(maps, dtype=np.float32)
+        peak = maps.reshape(len(maps), -1).max(axis=1, initial=0.0)
+        safe = np.where(peak > 0, peak, 1.0)
+        order = np.argsort(rows)  # zarr orthogonal indexing wants increasing rows
+        rows = np.asarray(rows)[order]
+        self._maps.oindex[rows] = (maps / safe[:, None, None])[order].astype(np.float16)
+        self._scale_buffer[rows] = peak[order]
+        self._valid_buffer[rows] = True
+        if classes is not None:
+            self._class_buffer[rows] = np.asarray(classes)[order]
+
+    def skip(self, image_id: str, path: str, reason: str) -> None:
+        """Record an image that could not be used (its row stays invalid)."""
+        self._skipped.append({"image_id": image_id, "path": path, "reason": reason})
+
+    def close(self) -> Path:
+        """Write the per-image vectors, mark the store complete and move it to its final path."""
+        written = int(self._valid_buffer.sum()) + len(self._skipped)
+        if written != len(self._valid_buffer):
+            raise StoreError(f"{self.partial}: {written} of {len(self._valid_buffer)} images written; not publishing")
+        self._scale[:] = self._scale_buffer
+        self._classes[:] = self._class_buffer
+        self._valid[:] = self._valid_buffer
+        self._group.attrs.update({"skipped": self._skipped, "complete": True})
+        if self.path.exists():
+            shutil.rmtree(self.path)
+        self.partial.rename(self.path)
+        return self.path
+
+
+class MapStore:
+    """Read access to one complete store."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            group = zarr.open_group(self.path, mode="r")
+        except (FileNotFoundError, zarr.errors.GroupNotFoundError) as error:
+            raise StoreError(f"{self.path}: no map store here") from error
+        self.attrs = dict(group.attrs)
+        if self.attrs.get("format") != FORMAT:
+            raise StoreError(f"{self.path}: not a {FORMAT} store (format {self.attrs.get('format')!r})")
+        if not self.attrs.get("complete"):
+            raise StoreError(f"{self.path}: store is incomplete (its writer was interrupted)")
+        self._maps = group["maps"]
+        self.image_ids = np.array(group["image_id"][:].tolist(), dtype=str)
+        self.scale = np.asarray(group["scale"][:])
+        self.class_index = np.asarray(group["class_index"][:])
+        self.valid = np.asarray(group["valid"][:])
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Float32 maps (stop - start, S, S) of rows [start, stop)."""
+        stored = np.asarray(self._maps[start:stop], dtype=np.float32)
+        return stored * self.scale[start:stop, None, None]
+
+
+def iter_maps(
+    paths: Iterable[str | Path], wanted: set[str] | None = None, batch_size: int = 1024
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield ``(image_ids, maps)`` blocks over several stores, in store order, valid images only.
+
+    ``wanted`` restricts to those image ids; at most ``batch_size`` maps are in memory at a time.
+    """
+    for path in paths:
+        store = MapStore(path)
+        for start in range(0, len(store), batch_size):
+            stop = min(start + batch_size, len(store))
+            keep = store.valid[start:stop].copy()
+            if wanted is not None:
+                keep &= np.isin(store.image_ids[start:stop], list(wanted))
+            if keep.any():
+                yield store.image_ids[start:stop][keep], store.read(start, stop)[keep]
+
+
+def store_attributes(paths: Iterable[str | Path]) -> list[dict]:
+    """Attributes of each store (used to check that shards were made the same way)."""
+    return [MapStore(path).attrs for path in paths]
