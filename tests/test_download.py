@@ -21,6 +21,8 @@ from sensitivity.datasets import (
     download,
     extract_tar,
     file_sha256,
+    parse_checksum,
+    verify_checksum,
     verify_sha256,
 )
 
@@ -109,6 +111,19 @@ def test_download_verify_and_extract(tmp_path: Path, remote: Remote) -> None:
     assert (out / "set" / "sub" / "b.bin").read_bytes() == bytes(range(256)) * 400
 
 
+def test_md5_checksum_as_published_for_voc(tmp_path: Path, remote: Remote) -> None:
+    """PASCAL VOC publishes MD5 digests: "md5:<hex>" is verified with MD5, and a wrong one is caught."""
+    md5 = hashlib.md5(remote.payload).hexdigest()
+    dest = download(remote.url, tmp_path / "voc.tar", f"md5:{md5}", **FAST)
+    assert verify_checksum(dest, f"md5:{md5}") and not verify_checksum(dest, "md5:" + "0" * 32)
+    with pytest.raises(ChecksumError, match="md5|" + "1" * 32):
+        download(remote.url, tmp_path / "other.tar", "md5:" + "1" * 32, **FAST)
+    assert parse_checksum("SHA256:" + "A" * 64) == ("sha256", "a" * 64)
+    for bad in ("md5:abc", "crc32:" + "0" * 8, "0" * 63):
+        with pytest.raises(ValueError, match="checksum"):
+            parse_checksum(bad)
+
+
 def test_checksum_mismatch_moves_file_aside(tmp_path: Path, remote: Remote) -> None:
     dest = tmp_path / "data.tar.gz"
     wrong = sha(b"something else")
@@ -172,7 +187,7 @@ def test_http_errors_and_bad_digest(tmp_path: Path, remote: Remote) -> None:
     with pytest.raises(DownloadError, match="404"):
         download(remote.url.replace("data.tar", "nope"), tmp_path / "x", sha(b""), **FAST)
     assert len(remote.requests) == 1  # a 404 is not retried
-    with pytest.raises(ValueError, match="SHA-256"):
+    with pytest.raises(ValueError, match="not a checksum"):
         download(remote.url, tmp_path / "x", "abc", **FAST)
 
 

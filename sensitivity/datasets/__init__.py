@@ -4,7 +4,16 @@ Every reader returns ``(manifest, skipped)``; see :mod:`sensitivity.datasets.man
 for the columns and the box convention.
 """
 
-from .download import ChecksumError, DownloadError, download, extract_tar, file_sha256, verify_sha256
+from .download import (
+    ChecksumError,
+    DownloadError,
+    download,
+    extract_tar,
+    file_sha256,
+    parse_checksum,
+    verify_checksum,
+    verify_sha256,
+)
 from .folder import discover_datasets, is_folder_dataset, read_csv_boxes, read_folder_dataset
 from .imagenet import is_imagenet_root, read_imagenet, read_synset_mapping, synset_to_index
 from .manifest import (
@@ -31,6 +40,8 @@ __all__ = [
     "download",
     "extract_tar",
     "file_sha256",
+    "parse_checksum",
+    "verify_checksum",
     "find_voc_root",
     "is_folder_dataset",
     "is_imagenet_root",

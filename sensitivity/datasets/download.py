@@ -20,12 +20,12 @@ except ImportError:  # progress bars are optional
 
 
 class ChecksumError(ValueError):
-    """A downloaded file's SHA-256 differs from the expected digest; it was moved to ``path``."""
+    """A downloaded file's digest differs from the expected one; it was moved to ``path``."""
 
     def __init__(self, url: str, path: Path, expected: str, actual: str) -> None:
         self.url, self.path, self.expected, self.actual = url, path, expected, actual
         super().__init__(
-            f"SHA-256 mismatch for {url}: expected {expected}, got {actual}; the file was moved to {path}"
+            f"checksum mismatch for {url}: expected {expected}, got {actual}; the file was moved to {path}"
         )
 
 
@@ -33,18 +33,41 @@ class DownloadError(OSError):
     """A download failed after all retries (or with a non-retryable HTTP status)."""
 
 
-def file_sha256(path: str | os.PathLike[str], chunk_size: int = 1 << 20) -> str:
-    """Hex SHA-256 digest of a file."""
-    digest = hashlib.sha256()
+_DIGEST_LENGTHS = {"sha256": 64, "md5": 32}
+
+
+def parse_checksum(checksum: str) -> tuple[str, str]:
+    """``"sha256:<hex>"``, ``"md5:<hex>"`` (as published for PASCAL VOC) or a bare SHA-256 hex → (algorithm, hex)."""
+    algorithm, _, digest = checksum.strip().lower().rpartition(":")
+    algorithm = algorithm or "sha256"
+    if algorithm not in _DIGEST_LENGTHS or not re.fullmatch(f"[0-9a-f]{{{_DIGEST_LENGTHS[algorithm]}}}", digest):
+        raise ValueError(f"not a checksum of the form sha256:<64 hex> or md5:<32 hex>: {checksum!r}")
+    return algorithm, digest
+
+
+def file_digest(path: str | os.PathLike[str], algorithm: str = "sha256", chunk_size: int = 1 << 20) -> str:
+    """Hex digest of a file."""
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as fh:
         while chunk := fh.read(chunk_size):
             digest.update(chunk)
     return digest.hexdigest()
 
 
+def file_sha256(path: str | os.PathLike[str], chunk_size: int = 1 << 20) -> str:
+    """Hex SHA-256 digest of a file."""
+    return file_digest(path, "sha256", chunk_size)
+
+
+def verify_checksum(path: str | os.PathLike[str], checksum: str) -> bool:
+    """Whether the file at ``path`` matches ``checksum`` (see :func:`parse_checksum`)."""
+    algorithm, expected = parse_checksum(checksum)
+    return file_digest(path, algorithm) == expected
+
+
 def verify_sha256(path: str | os.PathLike[str], expected: str) -> bool:
     """Whether the file at ``path`` has the SHA-256 digest ``expected`` (hex, any case)."""
-    return file_sha256(path) == expected.strip().lower()
+    return verify_checksum(path, "sha256:" + expected.strip())
 
 
 def _copy(response: BinaryIO, out: BinaryIO, chunk_size: int, total: int | None, done: int) -> int:
@@ -96,14 +119,14 @@ def _fetch(url: str, part: Path, chunk_size: int, timeout: float) -> None:
 def download(
     url: str,
     dest: str | os.PathLike[str],
-    sha256: str,
+    checksum: str,
     *,
     chunk_size: int = 1 << 20,
     timeout: float = 60.0,
     retries: int = 5,
     backoff: float = 1.0,
 ) -> Path:
-    """Download ``url`` to ``dest`` and verify its SHA-256; return ``dest``.
+    """Download ``url`` to ``dest`` and verify its checksum (see :func:`parse_checksum`); return ``dest``.
 
     Data goes to ``<dest>.part`` and an interrupted transfer resumes from there
     (``Range: bytes=N-``; a server answering 200 restarts it). Failed attempts are
@@ -113,12 +136,10 @@ def download(
     the download is moved to ``<dest>.corrupt`` and :class:`ChecksumError` is raised.
     """
     dest = Path(dest)
-    expected = sha256.strip().lower()
-    if not re.fullmatch(r"[0-9a-f]{64}", expected):
-        raise ValueError(f"not a SHA-256 hex digest: {sha256!r}")
+    algorithm, expected = parse_checksum(checksum)
     corrupt = dest.with_name(dest.name + ".corrupt")
     if dest.exists():
-        if verify_sha256(dest, expected):
+        if file_digest(dest, algorithm) == expected:
             return dest
         dest.replace(corrupt)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -134,7 +155,7 @@ def download(
             if attempt == retries:
                 raise DownloadError(f"downloading {url} failed after {retries + 1} attempts: {err}") from err
         time.sleep(backoff * 2**attempt)
-    actual = file_sha256(part)
+    actual = file_digest(part, algorithm)
     if actual != expected:
         part.replace(corrupt)
         raise ChecksumError(url, corrupt, expected, actual)

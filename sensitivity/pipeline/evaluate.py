@@ -29,7 +29,7 @@ def predict_test(rows: pd.DataFrame, stores: list[str], regressor: BoxRegressor,
             "heuristic": heuristic_boxes(maps, sigma=sigma, fraction=fraction),
             "centre": centre.predict(maps),
         }
-        out = block[["image_id", "label", "path", "width", "height"]].copy()
+        out = block[["image_id", "label", "path", "width", "height", "boxes"]].copy()
         out["n_gt"] = [len(g) for g in block["gt"]]
         for method, boxes in predictions.items():
             for k, coordinate in enumerate(("x1", "y1", "x2", "y2")):

@@ -1,0 +1,24 @@
+# sensitivity-loc: boxes from sensitivity maps of pretrained classifiers.
+# Contents page of the workflow; each stage lives in workflow/rules/<stage>.smk.
+from snakemake.utils import min_version
+
+min_version("8.20")
+
+
+configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/split.smk"
+include: "workflow/rules/extract.smk"
+include: "workflow/rules/fit.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        expand("results/{dataset}_corloc.md", dataset=config["targets"]),
+        expand("results/{dataset}/examples.png", dataset=config["targets"]),
+    default_target: True

@@ -1,0 +1,71 @@
+# Config validation and the input/param functions the rules share.
+from pathlib import Path
+
+from snakemake.utils import validate
+
+
+validate(config, "../schemas/config.schema.yaml")
+
+DATASET_DEFAULTS = {
+    "split": {"fractions": [0.75, 0.125, 0.125], "seed": 0},
+    "target": "gestalt",
+    "aggregate": "max",
+    "class_source": "predicted",
+    "synset_mapping": None,
+    "use_difficult": False,
+}
+REPO = Path(workflow.basedir)
+
+
+wildcard_constraints:
+    dataset="[A-Za-z0-9_]+",
+
+
+scattergather:
+    extract=config["extraction"]["shards"],
+
+
+def dataset(name):
+    """The dataset's config entry with defaults and the global on_bad_input filled in."""
+    if name not in config["datasets"]:
+        raise ValueError(f"dataset {name!r} is not configured; configured: {sorted(config['datasets'])}")
+    spec = DATASET_DEFAULTS | {"on_bad_input": config["on_bad_input"]} | config["datasets"][name]
+    return spec | {"split": DATASET_DEFAULTS["split"] | spec["split"]}
+
+
+def reading_params(wildcards):
+    """Everything that decides which images and boxes a dataset has (the manifest's inputs)."""
+    keep = ("kind", "roots", "class_from", "csv", "images", "root", "fit_set", "test_set", "subset",
+            "layout", "missing", "use_difficult", "on_bad_input")
+    return {key: value for key, value in dataset(wildcards.dataset).items() if key in keep}
+
+
+def dataset_root_input(wildcards):
+    """Downloaded datasets are produced by the data rules; local ones are read in place."""
+    spec = dataset(wildcards.dataset)
+    return [f"resources/{wildcards.dataset}/.extracted"] if spec.get("download") else []
+
+
+def split_params(wildcards):
+    spec = dataset(wildcards.dataset)
+    return {"fractions": spec["split"]["fractions"], "seed": spec["split"]["seed"],
+            "official_test": spec["kind"] == "voc2007", "root": spec.get("root"),
+            "test_set": spec.get("test_set", "test")}
+
+
+def map_params(wildcards):
+    """Everything that changes the maps themselves (a change here re-extracts)."""
+    spec = dataset(wildcards.dataset)
+    return {"model": config["model"], "target": spec["target"], "aggregate": spec["aggregate"],
+            "map_size": config["extraction"]["map_size"], "class_source": spec["class_source"],
+            "synset_mapping": spec["synset_mapping"], "amp": config["extraction"]["amp"],
+            "on_bad_input": spec["on_bad_input"]}
+
+
+def code(*modules):
+    """Library sources a rule runs, as inputs, so that editing them reruns the rule."""
+    return [str(REPO / "sensitivity" / module) for module in modules]
+
+
+def map_stores(wildcards):
+    return gather.extract(f"results/{wildcards.dataset}/maps/{{scatteritem}}.zarr")

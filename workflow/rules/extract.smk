@@ -1,0 +1,27 @@
+# Stage 3: sensitivity maps, sharded. Each shard job loads the model once and writes its own Zarr
+# store; a GPU job takes the one `gpu` resource, so GPU jobs never share a device by accident.
+
+
+rule extract_maps:
+    input:
+        manifest="results/{dataset}/manifest.csv",
+        code=code("pipeline/extract.py", "maps.py", "models.py", "images.py", "store.py"),
+    output:
+        directory("results/{dataset}/maps/{scatteritem}.zarr"),
+    params:
+        maps=map_params,
+        batch_size=config["extraction"]["batch_size"],
+        device=config["extraction"]["device"],
+    threads: config["extraction"]["workers"] + 1
+    resources:
+        gpu=1 if config["extraction"]["device"] == "cuda" else 0,
+        mem_mb=config["extraction"]["mem_mb"],
+        runtime=config["extraction"]["runtime_min"],
+    log:
+        "logs/{dataset}/extract/{scatteritem}.log",
+    benchmark:
+        "benchmarks/{dataset}/extract/{scatteritem}.tsv"
+    conda:
+        "../../envs/sensitivity.yaml"
+    script:
+        "../scripts/extract.py"

@@ -1,0 +1,23 @@
+# Stage 4: the linear map from sensitivity maps to boxes, fitted on train, chosen on val.
+
+
+rule fit_regressor:
+    input:
+        manifest="results/{dataset}/manifest.csv",
+        split="results/{dataset}/split.csv",
+        maps=map_stores,
+        code=code("pipeline/fit.py", "pipeline/rows.py", "regress.py", "store.py"),
+    output:
+        model="results/{dataset}/regressor.npz",
+        summary="results/{dataset}/fit_summary.json",
+    params:
+        regression=config["regression"],
+        iou_threshold=config["evaluation"]["iou_threshold"],
+    log:
+        "logs/{dataset}/fit.log",
+    benchmark:
+        "benchmarks/{dataset}/fit.tsv"
+    conda:
+        "../../envs/sensitivity.yaml"
+    script:
+        "../scripts/fit.py"

@@ -1,0 +1,18 @@
+# Stage 6: figures for the report: example test images, ground truth green, prediction red.
+
+
+rule example_figure:
+    input:
+        predictions="results/{dataset}_predictions.csv",
+        code=code("pipeline/report.py", "figures.py"),
+    output:
+        report("results/{dataset}/examples.png", category="Examples", labels={"dataset": "{dataset}"}),
+    params:
+        per_class=config["report"]["examples_per_class"],
+        seed=config["report"]["seed"],
+    log:
+        "logs/{dataset}/examples.log",
+    conda:
+        "../../envs/sensitivity.yaml"
+    script:
+        "../scripts/examples.py"

@@ -1,0 +1,17 @@
+# Stage 2: a deterministic, per-class stratified train / val / test split of the images.
+
+
+rule split:
+    input:
+        manifest="results/{dataset}/manifest.csv",
+        code=code("pipeline/split.py", "datasets/split.py"),
+    output:
+        "results/{dataset}/split.csv",
+    params:
+        split=split_params,
+    log:
+        "logs/{dataset}/split.log",
+    conda:
+        "../../envs/sensitivity.yaml"
+    script:
+        "../scripts/split.py"

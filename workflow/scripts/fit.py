@@ -1,0 +1,18 @@
+"""Adapter for rule fit_regressor: train/val maps → chosen BoxRegressor + summary."""
+from sensitivity.pipeline.logs import log_to
+
+log_to(snakemake.log[0])
+from sensitivity.pipeline.fit import fit_regressor  # noqa: E402
+
+r = snakemake.params.regression
+fit_regressor(
+    snakemake.input.manifest,
+    snakemake.input.split,
+    list(snakemake.input.maps),
+    snakemake.output.model,
+    snakemake.output.summary,
+    grid=r["grid"],
+    solver=r["solver"],
+    sgd=r["sgd"] if r["solver"] == "sgd" else None,
+    iou_threshold=snakemake.params.iou_threshold,
+)
