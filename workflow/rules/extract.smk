@@ -20,7 +20,7 @@ rule extract_maps:
     log:
         "logs/{dataset}/extract/{scatteritem}.log",
     benchmark:
-        "benchmarks/{dataset}/extract/{scatteritem}.tsv"
+        "results/benchmarks/{dataset}/extract/{scatteritem}.tsv"
     conda:
         "../../envs/sensitivity.yaml"
     script:

@@ -16,7 +16,7 @@ rule fit_regressor:
     log:
         "logs/{dataset}/fit.log",
     benchmark:
-        "benchmarks/{dataset}/fit.tsv"
+        "results/benchmarks/{dataset}/fit.tsv"
     conda:
         "../../envs/sensitivity.yaml"
     script:

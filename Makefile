@@ -1,0 +1,26 @@
+# Set-up and entry points for a fresh machine. `make demo` and `make test` are the README's two commands.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The tested torch build; any torch >= 2.4 works for users who install it themselves.
+TORCH ?= torch==2.14.1 torchvision==0.29.1
+
+.PHONY: setup demo test lint
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet $(TORCH) -e ".[workflow,test]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: setup
+	$(BIN)/snakemake --cores 2 results/demo_corloc.csv
+	cat results/demo_corloc.md
+
+test: setup
+	$(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/snakemake --lint
