@@ -49,7 +49,9 @@ def fit_regressor(manifest_path: str | Path, split_path: str | Path, stores: lis
     models = candidate_models(grid, solver, sgd or {}, train)
     scores = validation_corloc(models, val, iou_threshold)
     best = models[int(np.argmax(scores))]
-    best.save(model_path)
+    partial = Path(f"{model_path}.partial")
+    best.save(partial)
+    partial.replace(model_path)  # a killed fit never leaves a half-written model behind
     keys = ("alpha", "pool", "normalize", "target")
     summary = {
         "chosen": {key: best.get_params()[key] for key in keys} | {"solver": solver},

@@ -34,6 +34,8 @@ def to_markdown(table: pd.DataFrame, title: str = "") -> str:
     return (f"## {title}\n\n" if title else "") + "\n".join(lines) + "\n"
 
 
-def write_table(table: pd.DataFrame, csv_path: str | Path, md_path: str | Path, title: str = "") -> None:
+def write_table(table: pd.DataFrame, csv_path: str | Path, md_path: str | Path, title: str = "",
+                note: str = "") -> None:
+    """The table as CSV and as Markdown (with an optional note under it)."""
     table.to_csv(csv_path, index=False, float_format="%.4f")
-    Path(md_path).write_text(to_markdown(table, title))
+    Path(md_path).write_text(to_markdown(table, title) + (f"\n{note}\n" if note else ""))

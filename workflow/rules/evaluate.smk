@@ -7,6 +7,7 @@ rule evaluate:
         split="results/{dataset}/split.csv",
         maps=map_stores,
         model="results/{dataset}/regressor.npz",
+        skipped="results/{dataset}_skipped.csv",
         code=code("pipeline/evaluate.py", "pipeline/tables.py", "pipeline/rows.py", "boxes.py"),
     output:
         predictions="results/{dataset}_predictions.csv",
@@ -20,3 +21,18 @@ rule evaluate:
         "../../envs/sensitivity.yaml"
     script:
         "../scripts/evaluate.py"
+
+
+rule collect_skipped:
+    input:
+        manifest_skipped="results/{dataset}/manifest_skipped.csv",
+        maps=map_stores,
+        code=code("pipeline/skipped.py"),
+    output:
+        report("results/{dataset}_skipped.csv", category="Skipped inputs", labels={"dataset": "{dataset}"}),
+    log:
+        "logs/{dataset}/skipped.log",
+    conda:
+        "../../envs/sensitivity.yaml"
+    script:
+        "../scripts/skipped.py"

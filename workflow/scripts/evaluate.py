@@ -17,4 +17,5 @@ evaluate(
     fraction=e["heuristic"]["fraction"],
     iou_threshold=e["iou_threshold"],
     title=f"CorLoc on {snakemake.wildcards.dataset} (test split)",
+    skipped_path=snakemake.input.skipped,
 )
