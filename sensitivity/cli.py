@@ -1,0 +1,221 @@
+"""Command line interface: ``sensitivity <command> ...`` (also ``python -m sensitivity``).
+
+Commands
+--------
+localize    predicted class and object box for image files, with a figure per image and a CSV.
+
+Exit codes: 0 success, 1 when some inputs failed (the others are still processed), 2 for usage errors
+(bad options, unknown model, unusable weights or regressor file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TextIO
+
+#: CSV columns of ``localize``'s boxes.csv (box corners in pixels of the original image).
+LOCALIZE_COLUMNS = (
+    "path", "width", "height", "class_index", "class_name", "score", "x1", "y1", "x2", "y2", "method", "figure",
+)
+
+
+class UsageError(Exception):
+    """A problem with the command's arguments found after parsing (exit code 2)."""
+
+
+def _write(stream: TextIO, text: str) -> None:
+    """Write text that may hold characters the stream cannot encode (σ, odd file names) without failing."""
+    encoding = getattr(stream, "encoding", None) or "utf-8"
+    try:
+        text.encode(encoding)
+    except (UnicodeEncodeError, LookupError):
+        text = text.encode(encoding, errors="backslashreplace").decode(encoding, errors="replace")
+    stream.write(text)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (value >= 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text}")
+    return value
+
+
+def _resolve_device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is available (use --device cpu or auto)")
+    return name
+
+
+def _unique_stem(stem: str, used: set[str]) -> str:
+    """``stem``, or ``stem-1``, ``stem-2``, ... if taken (case-insensitively, for macOS/Windows disks)."""
+    candidate, n = stem, 0
+    while candidate.lower() in used:
+        n += 1
+        candidate = f"{stem}-{n}"
+    used.add(candidate.lower())
+    return candidate
+
+
+# --- localize ------------------------------------------------------------------------------------
+
+#: Defaults of sensitivity.localize, repeated here so that building the parser (``--help``) stays fast
+#: without importing torch; tests check they agree.
+DEFAULT_SIGMA = 4.0
+DEFAULT_FRACTION = 0.2
+
+
+def _add_localize(subparsers) -> None:
+    p = subparsers.add_parser(
+        "localize",
+        help="predict the class and the object box of images",
+        description=(
+            "Predict the class and a bounding box of the main object of each image from its sensitivity "
+            "map. Prints one tab-separated line per image (path, class index, class name, score, box "
+            "x1 y1 x2 y2 in pixels, method) and writes a figure per image and boxes.csv to --out."
+        ),
+    )
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, ...)")
+    p.add_argument("--model", default="efficientnet_lite0", help="network name (default: %(default)s, embedded)")
+    p.add_argument("--weights", default=None, metavar="PATH",
+                   help="state dict to load instead of the default pretrained weights")
+    p.add_argument("--target", choices=("class", "gestalt"), default="class",
+                   help="map of the predicted class's score or of the Gestalt Total (default: %(default)s)")
+    p.add_argument("--aggregate", choices=("max", "mean"), default="mean",
+                   help="|gradient| over colour channels (default: %(default)s)")
+    p.add_argument("--regressor", default=None, metavar="FILE",
+                   help="fitted BoxRegressor (.npz); without it boxes come from the heuristic")
+    p.add_argument("--sigma", type=_non_negative_float, default=DEFAULT_SIGMA,
+                   help="heuristic: Gaussian smoothing in map pixels (default: %(default)s)")
+    p.add_argument("--fraction", type=_fraction, default=DEFAULT_FRACTION,
+                   help="heuristic: share of the top map pixels kept (default: %(default)s)")
+    p.add_argument("--out", default="localize_out", metavar="DIR",
+                   help="folder for figures and boxes.csv (default: %(default)s)")
+    p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto", help="(default: %(default)s)")
+    p.add_argument("--batch-size", type=_positive_int, default=8, metavar="N",
+                   help="images per forward/backward pass (default: %(default)s)")
+    p.set_defaults(run=_run_localize)
+
+
+def _run_localize(args: argparse.Namespace) -> int:
+    from sensitivity.figures import plot_localization
+    from sensitivity.localize import Failure, check_regressor, iter_localize
+    from sensitivity.models import UnknownModelError, WeightsError, load_model
+    from sensitivity.regress import BoxRegressor
+
+    device = _resolve_device(args.device)
+    try:
+        model = load_model(args.model, weights=args.weights, device=device)
+    except (UnknownModelError, WeightsError) as error:
+        raise UsageError(str(error)) from None
+    regressor = None
+    if args.regressor is not None:
+        try:
+            regressor = BoxRegressor.load(args.regressor)
+            check_regressor(regressor, model)
+        except (OSError, ValueError) as error:
+            raise UsageError(f"--regressor: {error}") from None
+    else:
+        _write(sys.stderr, f"no --regressor given: boxes come from the heuristic "
+                           f"(Gaussian σ={args.sigma:g} map pixels, top {args.fraction * 100:g}% pixels)\n")
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    used_stems: set[str] = set()
+    n_failed = 0
+    with open(out / "boxes.csv", "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(LOCALIZE_COLUMNS)
+        results = iter_localize(
+            args.images, model, target=args.target, aggregate=args.aggregate, regressor=regressor,
+            sigma=args.sigma, fraction=args.fraction, batch_size=args.batch_size, keep_images=True,
+        )
+        for item in results:
+            if isinstance(item, Failure):
+                n_failed += 1
+                _write(sys.stderr, f"error: {item.path}: {item.message}\n")
+                continue
+            figure = f"{_unique_stem(Path(item.path).stem or 'image', used_stems)}.png"
+            x1, y1, x2, y2 = (float(v) for v in item.box_pixels)
+            title = (f"{Path(item.path).name}: {item.class_name} ({item.score:.2f}), {item.method} box, "
+                     f"{args.target} map ({args.aggregate} over channels)")
+            plot_localization(item.image, item.map, item.box_normalised, None, title, out / figure)
+            item.image = None  # free it: results stream, one batch at a time
+            writer.writerow([item.path, item.width, item.height, item.class_index, item.class_name,
+                             f"{item.score:.6f}", f"{x1:.2f}", f"{y1:.2f}", f"{x2:.2f}", f"{y2:.2f}",
+                             item.method, figure])
+            fh.flush()
+            _write(sys.stdout, f"{item.path}\t{item.class_index}\t{item.class_name}\t{item.score:.4f}\t"
+                               f"{x1:.1f} {y1:.1f} {x2:.1f} {y2:.1f}\t{item.method}\n")
+            sys.stdout.flush()
+    if n_failed:
+        _write(sys.stderr, f"{n_failed} of {len(args.images)} images failed\n")
+    return 1 if n_failed else 0
+
+
+# --- entry point ---------------------------------------------------------------------------------
+
+#: Functions adding one subcommand each; the parser calls ``args.run(args) -> exit code``.
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_localize]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from sensitivity import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="sensitivity",
+        description="Fast object localization from sensitivity maps of pretrained image classifiers.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in SUBCOMMANDS:
+        add(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code (argparse exits with 2 on bad usage)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except UsageError as error:
+        _write(sys.stderr, f"{parser.prog} {args.command}: error: {error}\n")
+        return 2
+    except KeyboardInterrupt:
+        _write(sys.stderr, "interrupted\n")
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

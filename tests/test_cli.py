@@ -1,0 +1,325 @@
+"""Tests for `sensitivity localize` (sensitivity.cli) and the library behind it (sensitivity.localize).
+
+Real photos from data/demo and the embedded efficientnet_lite0 weights; everything runs on the CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sensitivity import cli
+from sensitivity.cli import main
+
+DEMO = Path(__file__).resolve().parents[1] / "data" / "demo"
+KANGAROOS = [DEMO / "kangaroo" / "images" / name for name in ("00013.jpg", "00014.jpg")]
+RACCOON = DEMO / "raccoon" / "images" / "raccoon-12.jpg"  # small (259x194): quick
+WALLABY = 104
+HEURISTIC_NOTE = "no --regressor given: boxes come from the heuristic"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """One intra-op thread: the suite shares 2 cores with other processes, and oversubscribed OpenMP
+    threads spin-wait (10-50x slower passes); results do not depend on the thread count."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def run(argv: list[str]) -> tuple[int, str, str]:
+    """main(argv) in-process → (exit code, stdout, stderr); argparse exits become exit codes."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(argv)
+        except SystemExit as exit_:
+            code = exit_.code
+    return code, out.getvalue(), err.getvalue()
+
+
+def read_rows(out_dir: Path) -> list[dict[str, str]]:
+    with open(out_dir / "boxes.csv", newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        assert tuple(reader.fieldnames) == cli.LOCALIZE_COLUMNS
+        return list(reader)
+
+
+def check_row(row: dict[str, str], out_dir: Path) -> None:
+    """Box inside the image in pixels, sensible score, a valid non-empty PNG figure."""
+    width, height = int(row["width"]), int(row["height"])
+    x1, y1, x2, y2 = (float(row[k]) for k in ("x1", "y1", "x2", "y2"))
+    assert 0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height, row
+    assert 0 < float(row["score"]) <= 1
+    assert 0 <= int(row["class_index"]) < 1000 and row["class_name"]
+    figure = out_dir / row["figure"]
+    assert figure.suffix == ".png" and figure.stat().st_size > 0
+    with Image.open(figure) as image:
+        assert image.format == "PNG" and image.width > 300 and image.height > 100
+        image.verify()
+
+
+@pytest.fixture(scope="module")
+def basic(tmp_path_factory):
+    """One in-process run on two kangaroo photos and a raccoon photo, shared by several tests."""
+    out_dir = tmp_path_factory.mktemp("basic") / "out"
+    images = [str(p) for p in [*KANGAROOS, RACCOON]]
+    code, stdout, stderr = run(["localize", *images, "--out", str(out_dir), "--device", "cpu"])
+    return images, out_dir, code, stdout, stderr
+
+
+def test_localize_outputs(basic):
+    images, out_dir, code, stdout, stderr = basic
+    assert code == 0, stderr
+    assert stderr.count(HEURISTIC_NOTE) == 1 and "σ=4" in stderr and "top 20%" in stderr
+    assert "error" not in stderr
+    lines = stdout.splitlines()
+    assert len(lines) == 3
+    rows = read_rows(out_dir)
+    assert [r["path"] for r in rows] == images
+    assert sorted(p.name for p in out_dir.iterdir()) == ["00013.png", "00014.png", "boxes.csv", "raccoon-12.png"]
+    for line, row, image_path in zip(lines, rows, images):
+        path, index, name, score, box, method = line.split("\t")
+        assert (path, index, name, method) == (image_path, row["class_index"], row["class_name"], "heuristic")
+        assert float(score) == pytest.approx(float(row["score"]), abs=1e-4)
+        assert [float(v) for v in box.split()] == pytest.approx(
+            [float(row[k]) for k in ("x1", "y1", "x2", "y2")], abs=0.06
+        )
+        with Image.open(image_path) as original:
+            assert (int(row["width"]), int(row["height"])) == original.size
+        check_row(row, out_dir)
+    # both kangaroo photos are confidently wallabies for this network
+    assert [int(r["class_index"]) for r in rows[:2]] == [WALLABY, WALLABY]
+    assert rows[0]["class_name"] == "wallaby"
+
+
+def test_heuristic_boxes_cover_the_kangaroos(basic):
+    """The heuristic box must overlap the annotated animals (a box from a wrong or mirrored map would not)."""
+    import xml.etree.ElementTree as ET
+
+    from sensitivity.boxes import iou_matrix
+
+    _, out_dir, _, _, _ = basic
+    for row in read_rows(out_dir)[:2]:
+        root = ET.parse(DEMO / "kangaroo" / "annotations" / (Path(row["path"]).stem + ".xml")).getroot()
+        truth = np.array([[float(b.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax")]
+                          for b in root.iter("bndbox")])
+        pred = np.array([[float(row[k]) for k in ("x1", "y1", "x2", "y2")]])
+        union = np.r_[truth[:, :2].min(axis=0), truth[:, 2:].max(axis=0)][None]
+        assert iou_matrix(pred, np.vstack([truth, union])).max() > 0.3, (row, truth)
+
+
+def test_bad_files_are_reported_and_skipped(tmp_path):
+    data = KANGAROOS[0].read_bytes()
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes(data[: len(data) // 2])
+    empty = tmp_path / "empty.jpg"
+    empty.touch()
+    missing = tmp_path / "missing.jpg"
+    out_dir = tmp_path / "out"
+    argv = ["localize", str(truncated), str(KANGAROOS[0]), str(empty), str(missing), str(RACCOON),
+            "--out", str(out_dir), "--batch-size", "2"]
+    code, stdout, stderr = run(argv)
+    assert code == 1
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 3
+    assert errors[0].startswith(f"error: {truncated}: ") and "decode" in errors[0]
+    assert errors[1].startswith(f"error: {empty}: ") and "empty" in errors[1]
+    assert errors[2] == f"error: {missing}: file not found"
+    assert [line.split("\t")[0] for line in stdout.splitlines()] == [str(KANGAROOS[0]), str(RACCOON)]
+    rows = read_rows(out_dir)
+    assert [r["path"] for r in rows] == [str(KANGAROOS[0]), str(RACCOON)]
+    for row in rows:
+        check_row(row, out_dir)
+    assert not (out_dir / "truncated.png").exists() and not (out_dir / "empty.png").exists()
+
+
+def test_odd_image_formats(tmp_path):
+    """Grayscale, CMYK, RGBA and an EXIF-rotated JPEG all work; rotation swaps the reported size."""
+    with Image.open(KANGAROOS[0]) as photo:
+        photo = photo.convert("RGB").resize((300, 200))
+    paths = {
+        "grey": tmp_path / "grey.png",
+        "cmyk": tmp_path / "cmyk.jpg",
+        "rgba": tmp_path / "rgba.png",
+        "rotated": tmp_path / "rotated.jpg",
+    }
+    photo.convert("L").save(paths["grey"])
+    photo.convert("CMYK").save(paths["cmyk"])
+    rgba = photo.convert("RGBA")
+    rgba.putalpha(Image.linear_gradient("L").resize(photo.size))
+    rgba.save(paths["rgba"])
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise to display
+    # large enough to be decoded at reduced size: the reported size must still be the full one
+    photo.resize((1000, 900)).save(paths["rotated"], exif=exif)
+    out_dir = tmp_path / "out"
+    code, stdout, stderr = run(["localize", *map(str, paths.values()), "--out", str(out_dir)])
+    assert code == 0, stderr
+    rows = {Path(r["path"]).stem: r for r in read_rows(out_dir)}
+    assert set(rows) == set(paths)
+    for name, row in rows.items():
+        expected = (900, 1000) if name == "rotated" else (300, 200)
+        assert (int(row["width"]), int(row["height"])) == expected, name
+        check_row(row, out_dir)
+    with Image.open(out_dir / "rotated.png") as figure:  # the figure shows the upright (portrait) image
+        assert figure.height > figure.width * 0.5
+
+
+def test_regressor_gives_regression_boxes(tmp_path):
+    from sensitivity.regress import BoxRegressor
+
+    rng = np.random.default_rng(0)
+    maps = rng.random((12, 224, 224), dtype=np.float32)
+    corners = np.sort(rng.random((12, 2, 2)), axis=1)  # (n, [min, max], [x, y])
+    boxes = np.column_stack([corners[:, 0, 0], corners[:, 0, 1], corners[:, 1, 0], corners[:, 1, 1]])
+    model_file = tmp_path / "regressor.npz"
+    BoxRegressor(pool=8, alpha=10.0).fit(maps, boxes).save(model_file)
+    out_dir = tmp_path / "out"
+    code, stdout, stderr = run(["localize", str(KANGAROOS[1]), str(RACCOON), "--regressor", str(model_file),
+                                "--out", str(out_dir)])
+    assert code == 0, stderr
+    assert HEURISTIC_NOTE not in stderr
+    assert [line.split("\t")[-1] for line in stdout.splitlines()] == ["regression", "regression"]
+    rows = read_rows(out_dir)
+    assert [r["method"] for r in rows] == ["regression", "regression"]
+    for row in rows:
+        width, height = int(row["width"]), int(row["height"])
+        x1, y1, x2, y2 = (float(row[k]) for k in ("x1", "y1", "x2", "y2"))
+        assert 0 <= x1 <= x2 <= width and 0 <= y1 <= y2 <= height
+
+
+def test_unusable_regressor_is_a_usage_error(tmp_path):
+    from sensitivity.regress import BoxRegressor
+
+    rng = np.random.default_rng(1)
+    small = tmp_path / "small.npz"
+    BoxRegressor(pool=4).fit(rng.random((8, 32, 32)), np.tile([0.1, 0.1, 0.9, 0.9], (8, 1))).save(small)
+    garbage = tmp_path / "garbage.npz"
+    garbage.write_text("not a regressor")
+    for bad, expected in [(small, "32x32"), (garbage, "garbage.npz"), (tmp_path / "none.npz", "none.npz")]:
+        code, stdout, stderr = run(["localize", str(RACCOON), "--regressor", str(bad), "--out", str(tmp_path / "o")])
+        assert code == 2 and expected in stderr and stdout == "", stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_gestalt_max(tmp_path):
+    out_dir = tmp_path / "out"
+    code, stdout, stderr = run(["localize", str(KANGAROOS[1]), "--target", "gestalt", "--aggregate", "max",
+                                "--out", str(out_dir)])
+    assert code == 0, stderr
+    (row,) = read_rows(out_dir)
+    check_row(row, out_dir)
+    assert int(row["class_index"]) == WALLABY  # the class still comes from the full network
+
+
+def test_colliding_stems_do_not_overwrite(tmp_path):
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        shutil.copy(RACCOON, tmp_path / folder / "same.jpg")
+    shutil.copy(KANGAROOS[0], tmp_path / "a" / "SAME.jpg")
+    out_dir = tmp_path / "out"
+    images = [str(tmp_path / "a" / "same.jpg"), str(tmp_path / "b" / "same.jpg"), str(tmp_path / "a" / "SAME.jpg")]
+    code, _, stderr = run(["localize", *images, "--out", str(out_dir), "--batch-size", "1"])
+    assert code == 0, stderr
+    rows = read_rows(out_dir)
+    assert [r["figure"] for r in rows] == ["same.png", "same-1.png", "SAME-2.png"]
+    for row in rows:
+        check_row(row, out_dir)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["localize"],
+        ["localize", "x.jpg", "--target", "logit"],
+        ["localize", "x.jpg", "--aggregate", "sum"],
+        ["localize", "x.jpg", "--fraction", "0"],
+        ["localize", "x.jpg", "--sigma", "-1"],
+        ["localize", "x.jpg", "--batch-size", "0"],
+        ["localize", "x.jpg", "--device", "tpu"],
+        [],
+        ["frobnicate"],
+    ],
+)
+def test_usage_errors_exit_2(argv, tmp_path):
+    code, stdout, stderr = run(argv)
+    assert code == 2 and "usage:" in stderr and stdout == ""
+
+
+def test_unknown_model_and_bad_weights_exit_2(tmp_path):
+    code, _, stderr = run(["localize", str(RACCOON), "--model", "no_such_net", "--out", str(tmp_path / "o")])
+    assert code == 2 and "no_such_net" in stderr
+    weights = tmp_path / "weights.pt"
+    weights.write_text("nope")
+    code, _, stderr = run(["localize", str(RACCOON), "--weights", str(weights), "--out", str(tmp_path / "o")])
+    assert code == 2 and "weights.pt" in stderr
+
+
+def test_cli_defaults_match_the_library():
+    from sensitivity import localize
+
+    assert (cli.DEFAULT_SIGMA, cli.DEFAULT_FRACTION) == (localize.DEFAULT_SIGMA, localize.DEFAULT_FRACTION)
+
+
+def test_localize_images_library(tmp_path):
+    """Results in input order, failures listed, maps independent of batching, pixel boxes consistent."""
+    from sensitivity.localize import localize_images
+    from sensitivity.models import load_model
+
+    model = load_model("efficientnet_lite0")
+    paths = [KANGAROOS[1], tmp_path / "missing.png", RACCOON]
+    done, failed = localize_images(paths, model, batch_size=1)
+    assert failed == [(str(paths[1]), "file not found")]
+    assert [loc.path for loc in done] == [str(KANGAROOS[1]), str(RACCOON)]
+    together, _ = localize_images([KANGAROOS[1], RACCOON], model, batch_size=8)
+    for single, batched in zip(done, together):
+        assert single.map.shape == (224, 224) and single.map.dtype == np.float32
+        np.testing.assert_allclose(single.map, batched.map, rtol=1e-3, atol=1e-6 * single.map.max())
+        np.testing.assert_allclose(single.box_normalised, batched.box_normalised, atol=1 / 224)
+        w, h = single.width, single.height
+        np.testing.assert_allclose(single.box_pixels, single.box_normalised * [w, h, w, h])
+        assert single.method == "heuristic" and single.image is None
+    assert done[0].class_index == WALLABY and done[0].score > 0.5
+    with pytest.raises(ValueError, match="fraction"):
+        localize_images([RACCOON], model, fraction=0)
+
+
+def test_console_script_and_module(tmp_path):
+    """The installed `sensitivity` script and `python -m sensitivity` both reach cli.main."""
+    script = shutil.which("sensitivity", path=str(Path(sys.executable).parent)) or shutil.which("sensitivity")
+    assert script, "console script `sensitivity` is not installed (pip install -e .)"
+    out_dir = tmp_path / "out"
+    env = {**os.environ, "PYTHONIOENCODING": "ascii", "OMP_NUM_THREADS": "1"}  # σ in the note must not crash on an ASCII stream
+    result = subprocess.run([script, "localize", str(RACCOON), str(tmp_path / "missing.jpg"), "--out", str(out_dir),
+                             "--device", "auto"], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 1, result.stderr
+    assert result.stdout.startswith(f"{RACCOON}\t") and result.stdout.rstrip().endswith("heuristic")
+    assert f"error: {tmp_path / 'missing.jpg'}: file not found" in result.stderr
+    assert "boxes come from the heuristic" in result.stderr
+    assert (out_dir / "raccoon-12.png").stat().st_size > 0
+    result = subprocess.run([sys.executable, "-m", "sensitivity", "localize", "--help"], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0 and "--regressor" in result.stdout
+
+
+def test_cuda_without_a_gpu_is_a_usage_error(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is available")
+    code, stdout, stderr = run(["localize", str(RACCOON), "--device", "cuda", "--out", str(tmp_path / "o")])
+    assert code == 2 and "no CUDA device" in stderr and stdout == ""
