@@ -1,0 +1,363 @@
+"""Sensitivity maps against finite differences, torch.func references and their contract.
+
+Exactness is checked on a tiny float64 CNN (central finite differences) and on real networks
+(EfficientNet-Lite0 with its embedded weights, a randomly initialised VGG16 at 64×64) against an
+independent per-image `torch.func.grad` of the same objective.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from sensitivity.maps import AGGREGATES, Sensitivity, aggregate_channels, sensitivity, sensitivity_maps
+from sensitivity.models import SplitClassifier, load_model
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def tiny_net(seed: int = 0) -> SplitClassifier:
+    """conv → ReLU(inplace) → conv → ReLU | global average pool → linear, float64 (as captum's basic models)."""
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    features = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(4, 5, 3, padding=1), nn.ReLU()
+    )
+    head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Linear(5, 3))
+    torch.random.set_rng_state(generator_state)
+    return SplitClassifier(features, head).double().eval()
+
+
+def tiny_images(n: int = 2, seed: int = 1) -> torch.Tensor:
+    return torch.randn(n, 3, 6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+
+
+def objective(network: SplitClassifier, target: str, cls: int | None):
+    """Scalar objective of one image (C, H, W): the class logit or the Gestalt Total."""
+    if target == "class":
+        return lambda image: network(image[None])[0, cls]
+    return lambda image: network.features(image[None]).mean()
+
+
+def batched_objective(network: SplitClassifier, target: str, cls: int | None):
+    """The same objective for a batch of perturbed copies of one image (K, C, H, W) → (K,)."""
+    if target == "class":
+        return lambda batch: network(batch)[:, cls]
+    return lambda batch: network.features(batch).mean(dim=(1, 2, 3))
+
+
+def finite_difference_gradient(function, image: torch.Tensor, step: float = 1e-6) -> torch.Tensor:
+    """Central differences for every input element, all perturbed copies evaluated in one batch."""
+    n = image.numel()
+    offsets = torch.eye(n, dtype=image.dtype).reshape(n, *image.shape) * step
+    with torch.no_grad():
+        values = function(torch.cat([image + offsets, image - offsets]))
+    return ((values[:n] - values[n:]) / (2 * step)).reshape(image.shape)
+
+
+def by_hand(gradient: torch.Tensor, aggregate: str) -> torch.Tensor:
+    """(C, H, W) gradient → (H, W) map without using sensitivity.maps."""
+    magnitude = gradient.abs()
+    return magnitude.max(dim=0).values if aggregate == "max" else magnitude.sum(dim=0) / magnitude.shape[0]
+
+
+def assert_maps_close(actual: torch.Tensor, expected: torch.Tensor, relative: float) -> None:
+    """Equal up to `relative` × the largest value of the expected map (and not trivially zero)."""
+    expected = expected.to(actual.dtype)
+    scale = expected.abs().max()
+    assert scale > 0, "reference map is all zero: the comparison would be vacuous"
+    assert actual.shape == expected.shape
+    error = (actual - expected).abs().max()
+    assert error <= relative * scale, f"max error {error:.3g} > {relative:g} × {scale:.3g}"
+
+
+def pearson(a: torch.Tensor, b: torch.Tensor) -> float:
+    return torch.corrcoef(torch.stack([a.flatten().double(), b.flatten().double()]))[0, 1].item()
+
+
+def all_hooks(module: nn.Module) -> list[tuple[str, str]]:
+    kinds = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+    return [(name, kind) for name, sub in module.named_modules() for kind in kinds if getattr(sub, kind, None)]
+
+
+def global_hooks() -> list[str]:
+    from torch.nn.modules import module as module_module
+
+    names = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
+             "_global_backward_pre_hooks")
+    return [name for name in names if getattr(module_module, name, None)]
+
+
+# --- exactness on a tiny float64 CNN -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("aggregate", AGGREGATES)
+@pytest.mark.parametrize("given_classes", [False, True], ids=["predicted", "given"])
+def test_class_maps_equal_finite_differences(aggregate, given_classes):
+    network = tiny_net()
+    images = tiny_images()
+    with torch.no_grad():
+        predicted = network(images).argmax(dim=1)
+    classes = (predicted + 1) % 3 if given_classes else None
+    result = sensitivity(network, images, "class", aggregate, classes=classes)
+    expected_classes = classes if given_classes else predicted
+    assert torch.equal(result.classes.cpu(), expected_classes)
+    assert result.maps.shape == (2, 6, 6) and result.maps.dtype == torch.float32
+    for i in range(len(images)):
+        function = batched_objective(network, "class", int(expected_classes[i]))
+        gradient = finite_difference_gradient(function, images[i])
+        assert_maps_close(result.maps[i], by_hand(gradient, aggregate), 1e-6)
+
+
+@pytest.mark.parametrize("aggregate", AGGREGATES)
+def test_gestalt_maps_equal_finite_differences(aggregate):
+    network = tiny_net()
+    images = tiny_images()
+    result = sensitivity(network, images, "gestalt", aggregate)
+    assert result.classes is None and result.logits is None
+    for i in range(len(images)):
+        gradient = finite_difference_gradient(batched_objective(network, "gestalt", None), images[i])
+        assert_maps_close(result.maps[i], by_hand(gradient, aggregate), 1e-6)
+
+
+def test_given_classes_change_the_map():
+    network = tiny_net()
+    images = tiny_images()
+    predicted = sensitivity(network, images, "class")
+    other = sensitivity(network, images, "class", classes=(predicted.classes + 1) % 3)
+    assert not torch.allclose(predicted.maps, other.maps)
+    assert torch.equal(sensitivity_maps(network, images, "class"), predicted.maps)
+
+
+def test_logits_are_the_network_outputs():
+    network = tiny_net()
+    images = tiny_images(3)
+    result = sensitivity(network, images)
+    with torch.no_grad():
+        expected = network(images).float()
+    torch.testing.assert_close(result.logits, expected)
+    assert torch.equal(result.classes, expected.argmax(dim=1))
+
+
+# --- real networks against torch.func -----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def vgg16_random():
+    torch.manual_seed(0)
+    return load_model("vgg16", weights="random")
+
+
+@pytest.fixture(scope="module")
+def vgg_batch() -> torch.Tensor:
+    return torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", ["class", "gestalt"])
+@pytest.mark.parametrize("which", ["efficientnet_lite0", "vgg16_random"])
+def test_real_maps_equal_torch_func_reference(which, target, request):
+    model = request.getfixturevalue("lite0" if which == "efficientnet_lite0" else "vgg16_random")
+    images = request.getfixturevalue("demo_batch" if which == "efficientnet_lite0" else "vgg_batch")
+    network = model.network
+    results = {aggregate: sensitivity(model, images, target, aggregate) for aggregate in AGGREGATES}
+    for i in range(len(images)):
+        cls = None
+        if target == "class":
+            cls = int(results["max"].classes[i])
+            with torch.no_grad():
+                assert cls == int(network(images[i : i + 1]).argmax())
+        gradient = torch.func.grad(objective(network, target, cls))(images[i])
+        for aggregate, result in results.items():
+            assert_maps_close(result.maps[i], by_hand(gradient, aggregate), 1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", ["class", "gestalt"])
+def test_maps_do_not_depend_on_the_rest_of_the_batch(lite0, demo_batch, target):
+    batch_maps = sensitivity_maps(lite0, demo_batch, target)
+    for i in range(len(demo_batch)):
+        alone = sensitivity_maps(lite0, demo_batch[i : i + 1], target)
+        assert_maps_close(alone[0], batch_maps[i], 1e-5)
+    # Replace every image but the first by other content: the first map must not move.
+    others = torch.cat([demo_batch[:1], demo_batch[1:].flip(-1) * 0.5 + 0.1])
+    replaced = sensitivity_maps(lite0, others, target)
+    assert_maps_close(replaced[0], batch_maps[0], 1e-5)
+    assert not torch.allclose(replaced[1], batch_maps[1]), "the other images were not actually replaced"
+
+
+# --- aggregation ---------------------------------------------------------------------------------
+
+
+def test_aggregate_channels_by_hand():
+    gradient = torch.tensor(
+        [[[[1.0, -2.0], [0.0, 3.0]], [[-4.0, 1.0], [2.0, -1.0]], [[2.0, 2.0], [-3.0, 0.5]]]]
+    )
+    assert gradient.shape == (1, 3, 2, 2)
+    torch.testing.assert_close(aggregate_channels(gradient, "max"), torch.tensor([[[4.0, 2.0], [3.0, 3.0]]]))
+    torch.testing.assert_close(
+        aggregate_channels(gradient, "mean"), torch.tensor([[[7 / 3, 5 / 3], [5 / 3, 1.5]]])
+    )
+    with pytest.raises(ValueError, match="aggregate"):
+        aggregate_channels(gradient, "sum")
+
+
+# --- targets, arguments and errors ---------------------------------------------------------------
+
+
+class RaisingHead(nn.Module):
+    def forward(self, x):
+        raise AssertionError("the head must not run for the gestalt target")
+
+
+def test_gestalt_never_runs_the_head():
+    network = tiny_net()
+    guarded = SplitClassifier(network.features, RaisingHead())
+    maps = sensitivity_maps(guarded, tiny_images(), "gestalt")
+    assert torch.equal(maps, sensitivity_maps(network, tiny_images(), "gestalt"))
+    with pytest.raises(AssertionError, match="must not run"):
+        sensitivity_maps(guarded, tiny_images(), "class")
+
+
+@pytest.mark.parametrize("classes", [torch.tensor([0, 1, 2]), torch.tensor([[0], [1]]), torch.tensor(1)])
+def test_wrong_shaped_classes_raise(classes):
+    with pytest.raises(ValueError, match="classes"):
+        sensitivity(tiny_net(), tiny_images(2), "class", classes=classes)
+
+
+def test_bad_names_and_shapes_raise():
+    network, images = tiny_net(), tiny_images()
+    with pytest.raises(ValueError, match="target"):
+        sensitivity(network, images, "saliency")
+    with pytest.raises(ValueError, match="aggregate"):
+        sensitivity(network, images, "class", "median")
+    with pytest.raises(ValueError, match="images"):
+        sensitivity(network, images[0])
+    plain = nn.Sequential(network.features, network.head)  # no `features` attribute
+    with pytest.raises(ValueError, match="features"):
+        sensitivity(plain, images, "gestalt")
+    assert sensitivity(plain, images, "class").maps.shape == (2, 6, 6)
+
+
+# --- nothing is left behind ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("target", ["class", "gestalt"])
+def test_loaded_model_gets_no_parameter_gradients_and_no_hooks(lite0, demo_batch, target):
+    before = {name: p.requires_grad for name, p in lite0.network.named_parameters()}
+    result = sensitivity(lite0, demo_batch[:2], target)
+    assert all(p.grad is None for p in lite0.network.parameters())
+    assert {name: p.requires_grad for name, p in lite0.network.named_parameters()} == before
+    assert not any(before.values()), "load_model networks are frozen"
+    assert all_hooks(lite0.network) == [] and global_hooks() == []
+    assert not lite0.network.training
+    assert result.maps.grad_fn is None and not result.maps.requires_grad
+    assert not demo_batch.requires_grad and demo_batch.grad is None
+
+
+@pytest.mark.parametrize("target", ["class", "gestalt"])
+def test_user_network_with_trainable_parameters_gets_no_gradients(target):
+    network = tiny_net()
+    assert all(p.requires_grad for p in network.parameters())
+    images = tiny_images()
+    result = sensitivity(network, images, target)
+    assert all(p.grad is None for p in network.parameters())
+    assert all(p.requires_grad for p in network.parameters())
+    assert all_hooks(network) == [] and global_hooks() == []
+    assert images.grad is None and not images.requires_grad
+    assert not result.maps.requires_grad
+    if result.logits is not None:
+        assert not result.logits.requires_grad
+
+
+class _CountBackward(torch.autograd.Function):
+    """Identity whose backward counts its calls (placed at the input of `features`)."""
+
+    @staticmethod
+    def forward(ctx, x, counter):
+        ctx.counter = counter
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        ctx.counter["backward"] += 1
+        return grad, None
+
+
+class Counting(nn.Module):
+    def __init__(self, inner: nn.Module, counter: dict, key: str, count_backward: bool = False) -> None:
+        super().__init__()
+        self.inner, self.counter, self.key, self.count_backward = inner, counter, key, count_backward
+
+    def forward(self, x):
+        self.counter[self.key] += 1
+        if self.count_backward:
+            x = _CountBackward.apply(x, self.counter)
+        return self.inner(x)
+
+
+@pytest.mark.parametrize("target", ["class", "gestalt"])
+def test_exactly_one_forward_and_one_backward_per_batch(lite0, demo_batch, target):
+    counter = {"features": 0, "head": 0, "backward": 0}
+    network = SplitClassifier(
+        Counting(lite0.network.features, counter, "features", count_backward=True),
+        Counting(lite0.network.head, counter, "head"),
+    )
+    maps = sensitivity_maps(network, demo_batch, target)
+    assert maps.shape == (4, 224, 224)
+    assert counter == {"features": 1, "head": 1 if target == "class" else 0, "backward": 1}
+    # The wrapper is transparent: same maps as the bare model.
+    assert torch.equal(maps, sensitivity_maps(lite0, demo_batch, target))
+
+
+# --- autocast --------------------------------------------------------------------------------------
+#
+# Measured on the 4 demo images (EfficientNet-Lite0, CPU): per-pixel Pearson with the float32 maps is
+# 0.98-0.99 under float16 but only 0.88-0.93 under bfloat16 (also for the whole network cast to bfloat16
+# by hand: an 8-bit mantissa through ~50 layers, not a defect of the autocast path). At the scale that
+# matters for localization (8×8 average-pooled, a 28×28 grid) bfloat16 correlates at 0.96-0.99.
+
+AMP_THRESHOLDS = {torch.float16: (0.95, 0.98), torch.bfloat16: (0.85, 0.94)}  # (per pixel, 8×8 pooled)
+
+
+def assert_amp_maps_correlate(amp_maps, reference_maps, amp_dtype):
+    per_pixel, pooled = AMP_THRESHOLDS[amp_dtype]
+    amp_maps, reference_maps = amp_maps.float().cpu(), reference_maps.float().cpu()
+    assert torch.isfinite(amp_maps).all()
+    assert not torch.equal(amp_maps, reference_maps), "autocast had no effect"
+    correlations = [pearson(a, b) for a, b in zip(amp_maps, reference_maps)]
+    assert min(correlations) > per_pixel, correlations
+    pool = torch.nn.functional.avg_pool2d
+    pooled_correlations = [pearson(pool(a[None], 8), pool(b[None], 8)) for a, b in zip(amp_maps, reference_maps)]
+    assert min(pooled_correlations) > pooled, pooled_correlations
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("amp_dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("target", ["class", "gestalt"])
+def test_cpu_autocast_maps_correlate_with_float32(lite0, demo_batch, target, amp_dtype):
+    images = demo_batch if amp_dtype == torch.bfloat16 else demo_batch[:1]  # CPU float16 is slow
+    reference = sensitivity(lite0, images, target)
+    amp = sensitivity(lite0, images, target, classes=reference.classes, amp_dtype=amp_dtype)
+    assert amp.maps.dtype == torch.float32 and amp.maps.shape == reference.maps.shape
+    if target == "class":
+        assert torch.equal(amp.classes, reference.classes)
+    assert_amp_maps_correlate(amp.maps, reference.maps, amp_dtype)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("amp_dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+@pytest.mark.parametrize("target", ["class", "gestalt"])
+def test_cuda_autocast_maps_correlate_with_float32(demo_batch, target, amp_dtype):
+    model = load_model("efficientnet_lite0", device="cuda")
+    images = demo_batch.cuda()
+    reference = sensitivity(model, images, target)
+    amp = sensitivity(model, images, target, classes=reference.classes, amp_dtype=amp_dtype)
+    assert amp.maps.dtype == torch.float32 and amp.maps.device.type == "cuda"
+    assert_amp_maps_correlate(amp.maps, reference.maps, amp_dtype)
+
+
+def test_result_type():
+    result = sensitivity(tiny_net(), tiny_images())
+    assert isinstance(result, Sensitivity)
