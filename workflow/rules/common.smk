@@ -1,4 +1,5 @@
 # Config validation and the input/param functions the rules share.
+import os
 from pathlib import Path
 
 from snakemake.utils import validate
@@ -63,8 +64,12 @@ def map_params(wildcards):
 
 
 def code(*modules):
-    """Library sources a rule runs, as inputs, so that editing them reruns the rule."""
-    return [str(REPO / "sensitivity" / module) for module in modules]
+    """Library sources a rule runs, as inputs, so that editing them reruns the rule.
+
+    Relative to the working directory: Snakemake records each job's input paths, so absolute ones
+    would make a moved or copied project rerun every job (extraction included).
+    """
+    return [os.path.relpath(REPO / "sensitivity" / module) for module in modules]
 
 
 def map_stores(wildcards):

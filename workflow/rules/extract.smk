@@ -10,10 +10,12 @@ rule extract_maps:
         directory("results/{dataset}/maps/{scatteritem}.zarr"),
     params:
         maps=map_params,
+    threads: config["extraction"]["workers"] + 1
+    # Batch size and device change speed, not the maps (maps are batch-invariant), so they are
+    # resources: editing them does not re-extract.
+    resources:
         batch_size=config["extraction"]["batch_size"],
         device=config["extraction"]["device"],
-    threads: config["extraction"]["workers"] + 1
-    resources:
         gpu=1 if config["extraction"]["device"] == "cuda" else 0,
         mem_mb=config["extraction"]["mem_mb"],
         runtime=config["extraction"]["runtime_min"],

@@ -9,7 +9,7 @@ extract_shard(
     snakemake.output[0],
     snakemake.wildcards.scatteritem,
     **snakemake.params.maps,
-    batch_size=snakemake.params.batch_size,
-    device=snakemake.params.device,
+    batch_size=snakemake.resources.batch_size,
+    device=snakemake.resources.device,
     num_workers=max(snakemake.threads - 1, 0),
 )

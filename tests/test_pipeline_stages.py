@@ -1,0 +1,349 @@
+"""The workflow's stages as library calls, on a dozen real demo photos and the real EfficientNet-Lite0.
+
+Extraction runs once per module (two shards); the fit and evaluation tests reuse its stores.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import zarr
+from PIL import Image
+
+import sensitivity.pipeline.extract as extract_module
+from sensitivity import __version__
+from sensitivity.datasets import DatasetError, read_manifest
+from sensitivity.images import ImageReadError
+from sensitivity.pipeline.evaluate import METHODS, evaluate
+from sensitivity.pipeline.extract import extract_shard
+from sensitivity.pipeline.fit import fit_regressor
+from sensitivity.pipeline.prepare import build_manifest
+from sensitivity.pipeline.split import make_split, read_split
+from sensitivity.pipeline.tables import corloc_table, to_markdown
+from sensitivity.regress import BoxRegressor
+from sensitivity.store import MapStore, MapStoreWriter, StoreError, iter_maps
+
+PER_CLASS = 6
+MODEL = {"name": "efficientnet_lite0", "weights": None}
+MAP_ARGS = {"model": MODEL, "target": "gestalt", "aggregate": "max", "map_size": 56, "device": "cpu",
+            "num_workers": 0}
+
+
+@pytest.fixture(scope="module")
+def cached_model(lite0):
+    """``extract_shard`` loads its model by name; hand it the session's already loaded network."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(extract_module, "load_model", lambda name, weights=None, device="cpu": lite0)
+        yield lite0
+
+
+@pytest.fixture(scope="module")
+def demo_dataset(tmp_path_factory, make_demo_subset) -> dict:
+    """A folder dataset of 6 kangaroo + 6 raccoon photos, its manifest and a seeded split."""
+    root = tmp_path_factory.mktemp("stages")
+    roots = make_demo_subset(root / "data", PER_CLASS)
+    spec = {"kind": "folder", "roots": [str(r) for r in roots], "on_bad_input": "fail"}
+    manifest = root / "manifest.csv"
+    build_manifest(spec, manifest, root / "manifest_skipped.csv")
+    split = root / "split.csv"
+    make_split(manifest, split, [0.5, 0.25, 0.25], seed=0)
+    return {"root": root, "roots": roots, "spec": spec, "manifest": manifest, "split": split}
+
+
+@pytest.fixture(scope="module")
+def shard_stores(demo_dataset, cached_model) -> list[Path]:
+    """The dataset's maps, extracted as two shards (batch size 4, so several batches per shard)."""
+    out = demo_dataset["root"] / "maps"
+    return [extract_shard(demo_dataset["manifest"], out / f"{k}-of-2.zarr", f"{k}-of-2", batch_size=4, **MAP_ARGS)
+            for k in (1, 2)]
+
+
+# --- stage 1: manifest --------------------------------------------------------------------------------
+
+
+def test_build_manifest_reads_a_folder_dataset(demo_dataset) -> None:
+    manifest = read_manifest(demo_dataset["manifest"])
+    assert len(manifest) == 2 * PER_CLASS
+    assert manifest["image_id"].is_unique
+    assert sorted(manifest["label"].unique()) == ["kangaroo", "raccoon"]
+    assert (manifest["label"].value_counts() == PER_CLASS).all()
+    for row in manifest.itertuples(index=False):
+        assert row.image_id == f"{row.label}/{Path(row.path).stem}"
+        with Image.open(row.path) as image:
+            assert (row.width, row.height) == image.size
+        boxes = np.asarray(json.loads(row.boxes))
+        assert boxes.ndim == 2 and boxes.shape[1] == 4
+        assert (boxes >= 0).all() and (boxes <= 1).all()
+        assert (boxes[:, 2] > boxes[:, 0]).all() and (boxes[:, 3] > boxes[:, 1]).all()
+    skipped = pd.read_csv(demo_dataset["root"] / "manifest_skipped.csv")
+    assert list(skipped.columns) == ["path", "reason"] and skipped.empty
+
+
+def test_build_manifest_bad_annotation_fails_or_is_listed(tmp_path, make_demo_subset) -> None:
+    (root,) = make_demo_subset(tmp_path / "data", 3, classes=("raccoon",))
+    orphan = sorted((root / "images").iterdir())[0]
+    orphan.unlink()  # its annotation now points at a missing image
+    spec = {"kind": "folder", "roots": [str(root)], "on_bad_input": "fail"}
+    with pytest.raises(DatasetError, match=orphan.stem):
+        build_manifest(spec, tmp_path / "m.csv", tmp_path / "s.csv")
+    assert not (tmp_path / "m.csv").exists()
+
+    manifest = build_manifest(spec | {"on_bad_input": "skip"}, tmp_path / "m.csv", tmp_path / "s.csv")
+    assert len(manifest) == 2
+    skipped = pd.read_csv(tmp_path / "s.csv")
+    assert len(skipped) == 1 and orphan.stem in skipped["path"].iloc[0]
+    assert "missing image" in skipped["reason"].iloc[0]
+
+
+# --- stage 2: split ---------------------------------------------------------------------------------
+
+
+def test_make_split_is_deterministic_stratified_and_seeded(demo_dataset, tmp_path) -> None:
+    manifest = demo_dataset["manifest"]
+    make_split(manifest, tmp_path / "a.csv", [0.5, 0.25, 0.25], seed=0)
+    make_split(manifest, tmp_path / "b.csv", [0.5, 0.25, 0.25], seed=0)
+    assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
+    assert (tmp_path / "a.csv").read_bytes() == demo_dataset["split"].read_bytes()
+
+    split = read_split(tmp_path / "a.csv")
+    ids = read_manifest(manifest)["image_id"]
+    assert sorted(split.index) == sorted(ids)  # every image exactly once
+    per_class = split.groupby([split.index.str.split("/").str[0], split]).size().unstack()
+    assert (per_class.sum(axis=1) == PER_CLASS).all()  # stratified: each class split on its own
+    assert (per_class["train"] == 3).all() and (per_class["val"] >= 1).all() and (per_class["test"] >= 1).all()
+
+    others = []
+    for seed in (1, 2, 3):
+        make_split(manifest, tmp_path / f"s{seed}.csv", [0.5, 0.25, 0.25], seed=seed)
+        others.append(read_split(tmp_path / f"s{seed}.csv").loc[split.index])
+    assert any(not other.equals(split) for other in others), "the split ignores its seed"
+
+
+# --- stage 3: extraction ----------------------------------------------------------------------------
+
+
+def test_extract_two_shards_cover_every_image_once(demo_dataset, shard_stores) -> None:
+    ids = set(read_manifest(demo_dataset["manifest"])["image_id"])
+    seen: list[str] = []
+    for k, path in enumerate(shard_stores, start=1):
+        assert path.is_dir() and not path.with_name(path.name + ".partial").exists()
+        store = MapStore(path)
+        assert store.attrs["shard"] == f"{k}-of-2" and store.attrs["complete"] is True
+        assert store.attrs["model"] == "efficientnet_lite0" and store.attrs["package_version"] == __version__
+        assert store.attrs["skipped"] == []
+        raw = zarr.open_group(path, mode="r")["maps"]
+        assert raw.dtype == np.float16 and raw.shape == (len(store), 56, 56)
+        assert store.valid.all() and (store.scale > 0).all()
+        maps = store.read(0, len(store))
+        assert np.isfinite(maps).all() and (maps >= 0).all()
+        # a real sensitivity map is not flat: its peak stands well above its mean
+        assert (maps.reshape(len(maps), -1).max(1) > 3 * maps.reshape(len(maps), -1).mean(1)).all()
+        seen += store.image_ids.tolist()
+    assert len(seen) == len(ids) and set(seen) == ids
+    assert abs(len(MapStore(shard_stores[0])) - len(MapStore(shard_stores[1]))) <= 1
+
+
+@pytest.fixture(scope="module")
+def truncated_dataset(tmp_path_factory, make_demo_subset) -> dict:
+    """Two kangaroo + two raccoon photos, the second raccoon JPEG cut to 40% of its bytes."""
+    root = tmp_path_factory.mktemp("truncated")
+    roots = make_demo_subset(root / "data", 2)
+    victim = sorted((roots[1] / "images").iterdir())[1]
+    data = victim.read_bytes()
+    victim.write_bytes(data[: int(0.4 * len(data))])
+    manifest = root / "manifest.csv"
+    build_manifest({"kind": "folder", "roots": [str(r) for r in roots]}, manifest, root / "skipped.csv")
+    return {"root": root, "manifest": manifest, "victim": victim,
+            "victim_id": f"raccoon/{victim.stem}"}
+
+
+def test_truncated_jpeg_fails_naming_the_file_and_publishes_nothing(truncated_dataset, cached_model) -> None:
+    store = truncated_dataset["root"] / "fail.zarr"
+    with pytest.raises(ImageReadError) as caught:
+        extract_shard(truncated_dataset["manifest"], store, "1-of-1", on_bad_input="fail", batch_size=2, **MAP_ARGS)
+    assert str(truncated_dataset["victim"]) in str(caught.value)
+    assert not store.exists()
+    with pytest.raises(StoreError):
+        MapStore(store)
+
+
+def test_truncated_jpeg_skipped_is_recorded(truncated_dataset, cached_model) -> None:
+    path = extract_shard(truncated_dataset["manifest"], truncated_dataset["root"] / "skip.zarr", "1-of-1",
+                         on_bad_input="skip", batch_size=2, **MAP_ARGS)
+    store = MapStore(path)
+    assert store.attrs["complete"] is True and len(store) == 4
+    bad = store.image_ids.tolist().index(truncated_dataset["victim_id"])
+    assert store.valid.tolist() == [k != bad for k in range(4)]
+    (skipped,) = store.attrs["skipped"]
+    assert skipped["image_id"] == truncated_dataset["victim_id"]
+    assert skipped["path"] == str(truncated_dataset["victim"])
+    assert "decode" in skipped["reason"] or "truncated" in skipped["reason"]
+    streamed = [i for ids, _ in iter_maps([path]) for i in ids]
+    assert truncated_dataset["victim_id"] not in streamed and len(streamed) == 3
+
+
+# --- stage 4: fit -----------------------------------------------------------------------------------
+
+GRID = {"alpha": [0.1, 10.0], "pool": [7, 14], "normalize": ["max", "rank"], "parameterisation": ["corners"]}
+
+
+def _hand_corloc(pred: np.ndarray, gt: list[np.ndarray], threshold: float = 0.5) -> np.ndarray:
+    """Per-row IoU of ``pred`` with its best ground-truth box, computed here independently."""
+    best = []
+    for p, boxes in zip(pred, gt):
+        ious = []
+        for g in boxes:
+            w = max(0.0, min(p[2], g[2]) - max(p[0], g[0]))
+            h = max(0.0, min(p[3], g[3]) - max(p[1], g[1]))
+            inter = w * h
+            union = (p[2] - p[0]) * (p[3] - p[1]) + (g[2] - g[0]) * (g[3] - g[1]) - inter
+            ious.append(inter / union)
+        best.append(max(ious))
+    return np.asarray(best)
+
+
+@pytest.fixture(scope="module")
+def fitted(demo_dataset, shard_stores) -> dict:
+    root = demo_dataset["root"]
+    fit_regressor(demo_dataset["manifest"], demo_dataset["split"], [str(p) for p in shard_stores],
+                  root / "regressor.npz", root / "fit_summary.json", grid=GRID)
+    return {"model": root / "regressor.npz", "summary": json.loads((root / "fit_summary.json").read_text())}
+
+
+def test_fit_summary_has_every_grid_point_and_keeps_the_best_on_val(demo_dataset, shard_stores, fitted) -> None:
+    summary = fitted["summary"]
+    candidates = summary["candidates"]
+    expected = set(itertools.product(GRID["alpha"], GRID["pool"], GRID["normalize"], GRID["parameterisation"]))
+    assert len(candidates) == len(expected)
+    assert {(c["alpha"], c["pool"], c["normalize"], c["target"]) for c in candidates} == expected
+    scores = [c["val_corloc"] for c in candidates]
+    best = candidates[int(np.argmax(scores))]
+    assert summary["val_corloc"] == max(scores)
+    assert summary["chosen"] == {k: best[k] for k in ("alpha", "pool", "normalize", "target")} | {"solver": "ridge"}
+
+    split = read_split(demo_dataset["split"])
+    assert summary["n_val_rows"] == int((split == "val").sum())
+    assert summary["n_train_rows"] == int((split == "train").sum())
+
+    # the saved model is the chosen one, and its val CorLoc recomputed by hand is the reported one
+    model = BoxRegressor.load(fitted["model"])
+    assert {k: model.get_params()[k] for k in ("alpha", "pool", "normalize", "target")} == \
+        {k: best[k] for k in ("alpha", "pool", "normalize", "target")}
+    manifest = read_manifest(demo_dataset["manifest"]).set_index("image_id")
+    val_ids, maps = [], []
+    for ids, block in iter_maps(shard_stores, set(split.index[split == "val"])):
+        val_ids += ids.tolist()
+        maps.append(block)
+    gt = [np.asarray(json.loads(manifest.loc[i, "boxes"])) for i in val_ids]
+    ious = _hand_corloc(model.predict(np.concatenate(maps)), gt)
+    assert np.isclose((ious > 0.5).mean(), summary["val_corloc"])
+
+
+# --- stage 5: evaluate ------------------------------------------------------------------------------
+
+
+def test_evaluate_table_equals_hand_recomputation(demo_dataset, shard_stores, fitted) -> None:
+    root = demo_dataset["root"]
+    paths = {"predictions": root / "pred.csv", "csv": root / "corloc.csv", "md": root / "corloc.md"}
+    returned = evaluate(demo_dataset["manifest"], demo_dataset["split"], [str(p) for p in shard_stores],
+                        fitted["model"], paths["predictions"], paths["csv"], paths["md"], sigma=2.0,
+                        fraction=0.2, iou_threshold=0.5, title="stages")
+    predictions = pd.read_csv(paths["predictions"], dtype={"image_id": str, "label": str})
+    split = read_split(demo_dataset["split"])
+    assert sorted(predictions["image_id"]) == sorted(split.index[split == "test"])
+    assert not predictions.duplicated(["image_id", "label"]).any()
+
+    gt = [np.asarray(json.loads(b)) for b in predictions["boxes"]]
+    expected_rows = []
+    for label, group in predictions.groupby("label"):
+        expected_rows.append({"class": label, "n_images": len(group)})
+    for method in METHODS:
+        boxes = predictions[[f"{method}_{c}" for c in ("x1", "y1", "x2", "y2")]].to_numpy()
+        ious = _hand_corloc(boxes, gt)
+        np.testing.assert_allclose(predictions[f"{method}_iou"], ious, atol=1e-5)
+        correct = ious > 0.5
+        assert (predictions[f"{method}_correct"] == correct).all()
+        for row in expected_rows:
+            row[f"corloc_{method}"] = 100.0 * correct[(predictions["label"] == row["class"]).to_numpy()].mean()
+    expected = pd.DataFrame(expected_rows)
+    average = {"class": "Average", "n_images": int(expected["n_images"].sum())}
+    average |= {f"corloc_{m}": expected[f"corloc_{m}"].mean() for m in METHODS}
+    expected = pd.concat([expected, pd.DataFrame([average])], ignore_index=True)
+
+    table = pd.read_csv(paths["csv"])
+    assert list(table.columns) == ["class", "n_images"] + [f"corloc_{m}" for m in METHODS]
+    assert table["class"].tolist() == ["kangaroo", "raccoon", "Average"]
+    assert table["n_images"].tolist() == expected["n_images"].tolist()
+    for method in METHODS:
+        np.testing.assert_allclose(table[f"corloc_{method}"], expected[f"corloc_{method}"], atol=1e-4)
+        np.testing.assert_allclose(returned[f"corloc_{method}"], expected[f"corloc_{method}"])
+    assert paths["md"].read_text() == to_markdown(returned, "stages")
+
+
+# --- tables -----------------------------------------------------------------------------------------
+
+
+def test_corloc_table_and_markdown_formatting() -> None:
+    predictions = pd.DataFrame({
+        "label": ["b", "a", "a", "b", "b"],
+        "x_correct": [True, True, False, False, False],
+    })
+    table = corloc_table(predictions, ["x"])
+    assert table["class"].tolist() == ["a", "b", "Average"]
+    assert table["n_images"].tolist() == [2, 3, 5]
+    np.testing.assert_allclose(table["corloc_x"], [50.0, 100 / 3, (50.0 + 100 / 3) / 2])
+    assert to_markdown(table, "Demo") == (
+        "## Demo\n\n"
+        "| class | n_images | corloc_x |\n"
+        "|---|---:|---:|\n"
+        "| a | 2 | 50.00 |\n"
+        "| b | 3 | 33.33 |\n"
+        "| **Average** | **5** | **41.67** |\n"
+    )
+    assert to_markdown(table).startswith("| class |")
+
+
+# --- stores -----------------------------------------------------------------------------------------
+
+
+def test_store_round_trip_keeps_tiny_maps_precise(tmp_path) -> None:
+    rng = np.random.default_rng(0)
+    ids = ["a/1", "a/2", "b/1", "b/2"]
+    maps = np.stack([
+        rng.uniform(0.1, 1.0, (56, 56)) * 1e-7,   # gradients of a saturated network: ~1e-7
+        rng.uniform(0.1, 1.0, (56, 56)) * 3e-3,
+        rng.uniform(0.1, 1.0, (56, 56)) * 2e+2,
+        np.zeros((56, 56)),                       # a flat map stays exactly zero
+    ]).astype(np.float32)
+    writer = MapStoreWriter(tmp_path / "s.zarr", ids, 56, {"model": "m"})
+    writer.write(np.array([2, 0]), maps[[2, 0]], np.array([7, 5]))  # rows out of order
+    writer.write(np.array([3, 1]), maps[[3, 1]])
+    assert (tmp_path / "s.zarr.partial").is_dir() and not (tmp_path / "s.zarr").exists()
+    path = writer.close()
+    assert path == tmp_path / "s.zarr" and not (tmp_path / "s.zarr.partial").exists()
+
+    store = MapStore(path)
+    assert store.image_ids.tolist() == ids and store.valid.all()
+    assert store.class_index.tolist() == [5, -1, 7, -1]
+    assert store.attrs["complete"] is True and store.attrs["model"] == "m" and store.attrs["n_images"] == 4
+    back = store.read(0, 4)
+    assert back.dtype == np.float32 and back.shape == maps.shape
+    nonzero = maps[:3]
+    assert (np.abs(back[:3] - nonzero) / nonzero).max() < 1e-3
+    assert (back[3] == 0).all()
+    assert zarr.open_group(path, mode="r")["maps"].dtype == np.float16
+
+
+def test_store_writer_refuses_to_publish_missing_rows(tmp_path) -> None:
+    writer = MapStoreWriter(tmp_path / "s.zarr", ["a", "b"], 8, {})
+    writer.write(np.array([0]), np.ones((1, 8, 8)))
+    with pytest.raises(StoreError, match="1 of 2"):
+        writer.close()
+    assert not (tmp_path / "s.zarr").exists()
+    with pytest.raises(StoreError, match="incomplete"):
+        MapStore(tmp_path / "s.zarr.partial")

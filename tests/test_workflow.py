@@ -1,0 +1,384 @@
+"""The Snakemake workflow end to end on the shipped demo sample, and what reruns when the config changes.
+
+The real workflow runs once per module (in a temporary copy of the project, with
+tests/workflow_configs/demo_fast.yaml layered over config.yaml); the other tests read its results or
+dry-run against it. The interrupted-extraction tests call the extraction stage as a library.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+import zarr
+from PIL import Image
+
+import sensitivity.pipeline.extract as extract_module
+from sensitivity import __version__
+from sensitivity.datasets import read_manifest
+from sensitivity.pipeline.extract import extract_shard
+from sensitivity.pipeline.prepare import build_manifest
+from sensitivity.pipeline.split import read_split
+from sensitivity.store import MapStore, StoreError
+
+REPO = Path(__file__).resolve().parents[1]
+FAST = Path(__file__).parent / "workflow_configs" / "demo_fast.yaml"
+SHARDS = ["1-of-2", "2-of-2"]
+DOWNSTREAM = {"fit_regressor": 1, "evaluate": 1, "example_figure": 1, "all": 1}
+
+
+def copy_project(dest: Path) -> Path:
+    """The workflow, the package sources (rule inputs) and the demo data (linked), without results."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("Snakefile", "config.yaml"):
+        shutil.copy2(REPO / name, dest / name)
+    for name in ("workflow", "envs", "sensitivity"):
+        shutil.copytree(REPO / name, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    (dest / "data").mkdir()
+    (dest / "data" / "demo").symlink_to(REPO / "data" / "demo", target_is_directory=True)
+    shutil.copy2(FAST, dest / "demo_fast.yaml")
+    return dest
+
+
+def snakemake(workdir: Path, *args: str, configs: tuple[Path | str, ...] = (), timeout: int = 600):
+    """Run Snakemake in ``workdir`` (config.yaml + demo_fast.yaml + ``configs``); returns the process."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SNAKEMAKE")}
+    command = [sys.executable, "-m", "snakemake", *args, "--cores", "2", "--directory", str(workdir),
+               "--configfile", "demo_fast.yaml", *map(str, configs)]
+    return subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def planned_jobs(output: str) -> dict[str, int]:
+    """Job name → count from a dry run's "Job stats" table ({} when there is nothing to do)."""
+    if "Nothing to be done" in output:
+        return {}
+    lines = output.splitlines()
+    start = lines.index("Job stats:") + 3  # title, header, dashes
+    jobs = {}
+    for line in lines[start:]:
+        name, count = line.split()
+        if name == "total":
+            return jobs
+        jobs[name] = int(count)
+    raise AssertionError(f"no total row in the job stats:\n{output}")
+
+
+def dry_run(workdir: Path, tmp_path: Path, override: dict | None = None) -> dict[str, int]:
+    configs = ()
+    if override is not None:
+        path = tmp_path / "override.yaml"
+        path.write_text(yaml.safe_dump(override))
+        configs = (path,)
+    result = snakemake(workdir, "-n", configs=configs, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return planned_jobs(result.stdout + result.stderr)
+
+
+def markdown_rows(text: str) -> list[list[str]]:
+    rows = [line for line in text.splitlines() if line.startswith("|")][2:]  # skip header and rule
+    return [[cell.strip().strip("*") for cell in row.strip("|").split("|")] for row in rows]
+
+
+def tree_mtimes(path: Path) -> dict[str, int]:
+    return {str(p.relative_to(path)): p.stat().st_mtime_ns for p in [path, *path.rglob("*")]}
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory) -> Path:
+    """A finished run of the workflow on the 120 demo photos (the whole default target)."""
+    workdir = copy_project(tmp_path_factory.mktemp("workflow") / "project")
+    result = snakemake(workdir, "results/demo_corloc.csv", "all")
+    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
+    return workdir
+
+
+# --- the finished run -------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_corloc_tables_agree_and_regression_beats_centre_box(demo_run) -> None:
+    table = pd.read_csv(demo_run / "results" / "demo_corloc.csv")
+    assert list(table.columns) == ["class", "n_images", "corloc_regression", "corloc_heuristic", "corloc_centre"]
+    assert table["class"].tolist() == ["kangaroo", "raccoon", "Average"]
+    per_class = table.iloc[:2]
+    average = table.iloc[2]
+    assert (per_class["n_images"] > 0).all() and average["n_images"] == per_class["n_images"].sum()
+    for column in ("corloc_regression", "corloc_heuristic", "corloc_centre"):
+        assert ((table[column] >= 0) & (table[column] <= 100)).all()
+        assert average[column] == pytest.approx(per_class[column].mean(), abs=1e-3)
+
+    markdown = (demo_run / "results" / "demo_corloc.md").read_text()
+    rows = markdown_rows(markdown)
+    assert [row[0] for row in rows] == table["class"].tolist()
+    for row, expected in zip(rows, table.itertuples(index=False)):
+        assert int(row[1]) == expected.n_images
+        assert [float(v) for v in row[2:]] == pytest.approx(list(expected[2:]), abs=0.006)
+
+    # the paper's point, on genuine photos: the learned map beats the prior-only centre box
+    assert average["corloc_regression"] > average["corloc_centre"], table.to_string()
+
+
+@pytest.mark.slow
+def test_predictions_have_one_row_per_test_image_and_class(demo_run) -> None:
+    results = demo_run / "results"
+    predictions = pd.read_csv(results / "demo_predictions.csv", dtype={"image_id": str, "label": str})
+    manifest = read_manifest(results / "demo" / "manifest.csv")
+    split = read_split(results / "demo" / "split.csv")
+    assert len(manifest) == 120 and len(split) == 120
+    test_rows = manifest[manifest["image_id"].map(split) == "test"]
+    assert sorted(zip(predictions["image_id"], predictions["label"])) == \
+        sorted(zip(test_rows["image_id"], test_rows["label"]))
+    table = pd.read_csv(results / "demo_corloc.csv").set_index("class")
+    assert len(predictions) == table.loc["Average", "n_images"]
+    for label, group in predictions.groupby("label"):
+        assert 100 * group["regression_correct"].mean() == pytest.approx(table.loc[label, "corloc_regression"],
+                                                                         abs=1e-3)
+
+
+@pytest.mark.slow
+def test_skipped_inputs_table_is_empty_for_the_demo(demo_run) -> None:
+    skipped = pd.read_csv(demo_run / "results" / "demo_skipped.csv")
+    assert list(skipped.columns) == ["stage", "path", "reason"] and skipped.empty
+
+
+@pytest.mark.slow
+def test_example_figure_is_a_png(demo_run) -> None:
+    path = demo_run / "results" / "demo" / "examples.png"
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(path) as image:
+        image.verify()
+    with Image.open(path) as image:
+        assert image.format == "PNG" and min(image.size) > 100
+
+
+@pytest.mark.slow
+def test_map_stores_have_the_documented_attributes(demo_run) -> None:
+    maps = demo_run / "results" / "demo" / "maps"
+    assert sorted(p.name for p in maps.iterdir()) == [f"{s}.zarr" for s in SHARDS]  # no .partial left
+    ids = []
+    for shard in SHARDS:
+        store = MapStore(maps / f"{shard}.zarr")
+        attrs = store.attrs
+        assert attrs["complete"] is True and attrs["shard"] == shard
+        assert attrs["model"] == "efficientnet_lite0" and attrs["target"] == "gestalt"
+        assert attrs["aggregate"] == "max" and attrs["map_size"] == 56
+        assert attrs["package_version"] == __version__
+        assert attrs["preprocessing"]["size"] == 224 and attrs["preprocessing"]["mode"] == "squash"
+        assert {"mean", "std"} <= set(attrs["preprocessing"])
+        assert attrs["skipped"] == [] and store.valid.all()
+        raw = zarr.open_group(maps / f"{shard}.zarr", mode="r")["maps"]
+        assert raw.dtype == np.float16 and raw.shape == (len(store), 56, 56)
+        ids += store.image_ids.tolist()
+    assert len(ids) == len(set(ids)) == 120
+
+
+@pytest.mark.slow
+def test_finished_run_has_nothing_to_do(demo_run, tmp_path) -> None:
+    assert dry_run(demo_run, tmp_path) == {}
+
+
+# --- what a config change reruns --------------------------------------------------------------------
+
+# new maps also mean a new list of inputs the extraction skipped (results/<dataset>_skipped.csv)
+EXTRACT_AND_DOWNSTREAM = {"extract_maps": 2, "collect_skipped": 1, **DOWNSTREAM}
+RERUNS = {
+    "regression grid": ({"regression": {"grid": {"alpha": [0.5, 1.0]}}}, DOWNSTREAM),
+    "regression solver": ({"regression": {"solver": "sgd"}}, DOWNSTREAM),
+    "heuristic sigma": ({"evaluation": {"heuristic": {"sigma": 3.0}}},
+                        {"evaluate": 1, "example_figure": 1, "all": 1}),
+    "iou threshold": ({"evaluation": {"iou_threshold": 0.4}}, DOWNSTREAM),
+    "examples per class": ({"report": {"examples_per_class": 3}}, {"example_figure": 1, "all": 1}),
+    "map target": ({"datasets": {"demo": {"target": "class"}}}, EXTRACT_AND_DOWNSTREAM),
+    "map aggregate": ({"datasets": {"demo": {"aggregate": "mean"}}}, EXTRACT_AND_DOWNSTREAM),
+    "model": ({"model": {"name": "vgg16"}}, EXTRACT_AND_DOWNSTREAM),
+    "split seed": ({"datasets": {"demo": {"split": {"seed": 1}}}}, {"split": 1, **DOWNSTREAM}),
+    "extraction workers": ({"extraction": {"workers": 1}}, {}),
+    "extraction batch size and device": ({"extraction": {"batch_size": 4, "device": "cpu"}}, {}),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("change", list(RERUNS))
+def test_config_change_reruns_only_what_depends_on_it(demo_run, tmp_path, change) -> None:
+    override, expected = RERUNS[change]
+    assert dry_run(demo_run, tmp_path, override) == expected
+
+
+@pytest.fixture(scope="module")
+def moved_run(demo_run, tmp_path_factory) -> Path:
+    """The finished project copied elsewhere (mtimes and Snakemake's records kept)."""
+    dest = tmp_path_factory.mktemp("moved") / "project"
+    shutil.copytree(demo_run, dest, symlinks=True)
+    return dest
+
+
+@pytest.mark.slow
+def test_moved_project_has_nothing_to_do(moved_run, tmp_path) -> None:
+    assert dry_run(moved_run, tmp_path) == {}
+
+
+@pytest.mark.slow
+def test_regression_change_reruns_fit_but_keeps_the_maps(moved_run, tmp_path) -> None:
+    results = moved_run / "results"
+    stores = {shard: tree_mtimes(results / "demo" / "maps" / f"{shard}.zarr") for shard in SHARDS}
+    kept = {name: (results / "demo" / name).stat().st_mtime_ns for name in ("manifest.csv", "split.csv")}
+    rewritten = [results / "demo_corloc.csv", results / "demo_corloc.md", results / "demo_predictions.csv",
+                 results / "demo" / "regressor.npz", results / "demo" / "fit_summary.json",
+                 results / "demo" / "examples.png"]
+    before = {path: path.stat().st_mtime_ns for path in rewritten}
+    time.sleep(0.05)
+
+    override = tmp_path / "alpha.yaml"
+    override.write_text("regression:\n  grid:\n    alpha: [3.0]\n")
+    result = snakemake(moved_run, configs=(override,))
+    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
+    assert planned_jobs(result.stdout + result.stderr) == DOWNSTREAM
+
+    for shard in SHARDS:
+        assert tree_mtimes(results / "demo" / "maps" / f"{shard}.zarr") == stores[shard]
+    assert {name: (results / "demo" / name).stat().st_mtime_ns for name in kept} == kept
+    for path in rewritten:
+        assert path.stat().st_mtime_ns > before[path], path
+    summary = json.loads((results / "demo" / "fit_summary.json").read_text())
+    assert {c["alpha"] for c in summary["candidates"]} == {3.0}
+    assert pd.read_csv(results / "demo_corloc.csv")["class"].tolist() == ["kangaroo", "raccoon", "Average"]
+    result = snakemake(moved_run, "-n", configs=(override,), timeout=120)
+    assert planned_jobs(result.stdout + result.stderr) == {}
+
+
+# --- config validation ------------------------------------------------------------------------------
+
+INVALID = {
+    "unknown top-level key": ("foo: 1\n", "'foo' was unexpected"),
+    "unknown extraction key": ("extraction:\n  shard_count: 3\n", "'shard_count' was unexpected"),
+    "bad aggregate": ("datasets:\n  demo:\n    aggregate: median\n", "'median' is not one of ['max', 'mean']"),
+    "bad enum": ("extraction:\n  device: tpu\n", "'tpu' is not one of"),
+}
+
+
+@pytest.fixture(scope="module")
+def fresh_project(tmp_path_factory) -> Path:
+    return copy_project(tmp_path_factory.mktemp("fresh") / "project")
+
+
+@pytest.mark.parametrize("case", list(INVALID))
+def test_invalid_config_fails_before_any_job(fresh_project, tmp_path, case) -> None:
+    text, message = INVALID[case]
+    override = tmp_path / "bad.yaml"
+    override.write_text(text)
+    result = snakemake(fresh_project, configs=(override,), timeout=120)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "Error validating config file" in output and message in output, output[:3000]
+    assert not (fresh_project / "results").exists() and not (fresh_project / "logs").exists()
+
+
+# --- an interrupted extraction never leaves a half-written store behind -----------------------------
+
+
+@pytest.fixture(scope="module")
+def small_manifest(tmp_path_factory, make_demo_subset) -> Path:
+    root = tmp_path_factory.mktemp("interrupt")
+    roots = make_demo_subset(root / "data", 2)  # 4 images: 2 batches of 2
+    build_manifest({"kind": "folder", "roots": [str(r) for r in roots]}, root / "manifest.csv", root / "skip.csv")
+    return root / "manifest.csv"
+
+
+EXTRACT = {"model": {"name": "efficientnet_lite0", "weights": None}, "target": "gestalt", "aggregate": "max",
+           "map_size": 56, "batch_size": 2, "device": "cpu", "num_workers": 0}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(small_manifest, lite0) -> Path:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(extract_module, "load_model", lambda *args, **kwargs: lite0)
+        return extract_shard(small_manifest, small_manifest.parent / "reference.zarr", "1-of-1", **EXTRACT)
+
+
+def assert_same_store(path: Path, reference: Path) -> None:
+    store, ref = MapStore(path), MapStore(reference)
+    assert store.image_ids.tolist() == ref.image_ids.tolist()
+    assert np.array_equal(store.read(0, len(store)), ref.read(0, len(ref)))
+    assert np.array_equal(zarr.open_group(path, mode="r")["maps"][:], zarr.open_group(reference, mode="r")["maps"][:])
+    assert np.array_equal(store.scale, ref.scale) and store.valid.all()
+    assert {k: v for k, v in store.attrs.items()} == ref.attrs
+
+
+class Interrupted(RuntimeError):
+    pass
+
+
+def test_interrupted_extraction_leaves_only_a_partial_store(small_manifest, uninterrupted, lite0, monkeypatch,
+                                                            tmp_path) -> None:
+    real = extract_module.sensitivity
+    calls = []
+
+    def failing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # the first batch is already written
+            raise Interrupted("killed mid-shard")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(extract_module, "load_model", lambda *args, **kwargs: lite0)
+    monkeypatch.setattr(extract_module, "sensitivity", failing)
+    store = tmp_path / "1-of-1.zarr"
+    with pytest.raises(Interrupted):
+        extract_shard(small_manifest, store, "1-of-1", **EXTRACT)
+    partial = tmp_path / "1-of-1.zarr.partial"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [partial.name]
+    with pytest.raises(StoreError, match="incomplete"):
+        MapStore(partial)
+    with pytest.raises(StoreError, match="no map store"):
+        MapStore(store)
+
+    monkeypatch.setattr(extract_module, "sensitivity", real)
+    assert extract_shard(small_manifest, store, "1-of-1", **EXTRACT) == store
+    assert sorted(p.name for p in tmp_path.iterdir()) == [store.name]
+    assert_same_store(store, uninterrupted)
+
+
+@pytest.mark.slow
+def test_killed_extraction_process_leaves_only_a_partial_store(small_manifest, tmp_path) -> None:
+    store = tmp_path / "1-of-1.zarr"
+    partial = tmp_path / "1-of-1.zarr.partial"
+    script = textwrap.dedent(f"""
+        import time
+        import sensitivity.pipeline.extract as extract
+        real = extract.sensitivity
+        def slow(*args, **kwargs):
+            result = real(*args, **kwargs)
+            time.sleep(30)  # stays mid-shard after its first batch until killed
+            return result
+        extract.sensitivity = slow
+        extract.extract_shard({str(small_manifest)!r}, {str(store)!r}, "1-of-1", **{EXTRACT!r})
+    """)
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (partial / "maps" / "zarr.json").exists():
+            assert process.poll() is None, process.stderr.read().decode()
+            assert time.monotonic() < deadline, "extraction never started"
+            time.sleep(0.1)
+        time.sleep(1.0)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    assert process.returncode == -signal.SIGKILL
+    assert sorted(p.name for p in tmp_path.iterdir()) == [partial.name]
+    with pytest.raises(StoreError, match="incomplete"):
+        MapStore(partial)
+    with pytest.raises(StoreError):
+        MapStore(store)
+    # (that a rerun replaces the leftover .partial by a whole, identical store is tested above)
