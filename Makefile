@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed
 
 demo: setup
-	$(BIN)/snakemake --cores 2 results/demo_corloc.csv
+	$(BIN)/snakemake --cores 2 --workflow-profile workflow/profiles/default results/demo_corloc.csv
 	cat results/demo_corloc.md
 
 test: setup
