@@ -23,7 +23,7 @@ from PIL import Image
 
 from sensitivity.boxes import heuristic_box, to_pixels
 from sensitivity.images import ImageReadError, image_size, read_image
-from sensitivity.maps import AGGREGATES, TARGETS, Aggregate, Target, sensitivity
+from sensitivity.maps import AGGREGATES, TARGETS, Aggregate, Target, pool_maps, sensitivity
 from sensitivity.models import LoadedModel
 from sensitivity.regress import BoxRegressor
 
@@ -89,12 +89,16 @@ def _check_options(target: str, aggregate: str, sigma: float, fraction: float, b
 
 
 def check_regressor(regressor: BoxRegressor, model: LoadedModel) -> None:
-    """Raise ValueError if ``regressor`` was fitted on maps of another shape than ``model`` produces."""
+    """Raise ValueError unless ``model``'s maps can be pooled to the maps ``regressor`` was fitted on.
+
+    The workflow fits on stored maps (e.g. 56x56 from 224x224), pooled in whole blocks as here.
+    """
     size = model.preprocessing.size
     shape = getattr(regressor, "map_shape_", None)
-    if shape is not None and tuple(shape) != (size, size):
+    if shape is not None and (shape[0] != shape[1] or size % shape[0]):
         raise ValueError(
-            f"the regressor was fitted on {shape[0]}x{shape[1]} maps, but {model.name} makes {size}x{size} maps"
+            f"the regressor was fitted on {shape[0]}x{shape[1]} maps, which {model.name}'s {size}x{size} maps "
+            "cannot be pooled to"
         )
 
 
@@ -111,16 +115,13 @@ def _localize_batch(
     keep_images: bool,
 ) -> list[Localization]:
     inputs = torch.stack([transform(image) for _, image, _ in batch]).to(device)
-    result = sensitivity(model, inputs, target=target, aggregate=aggregate)
-    logits = result.logits
-    if logits is None:  # gestalt: the map needs `features` only; the class costs one extra forward
-        with torch.no_grad():
-            logits = model.network(inputs).float()
-    probabilities = torch.softmax(logits.float(), dim=1)
+    result = sensitivity(model, inputs, target=target, aggregate=aggregate, with_logits=True)
+    probabilities = torch.softmax(result.logits, dim=1)
     scores, classes = probabilities.max(dim=1)
     maps = result.maps.detach().float().cpu().numpy()
     if regressor is not None:
-        boxes = np.asarray(regressor.predict(maps), dtype=np.float64)
+        pooled = pool_maps(result.maps.detach(), regressor.map_shape_[0]) if regressor.map_shape_ else result.maps
+        boxes = np.asarray(regressor.predict(pooled.float().cpu().numpy()), dtype=np.float64)
         method: Method = "regression"
     else:
         boxes = np.stack([heuristic_box(m, sigma=sigma, fraction=fraction) for m in maps])

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from sensitivity.models import LoadedModel
@@ -56,6 +57,16 @@ def aggregate_channels(gradient: torch.Tensor, aggregate: Aggregate) -> torch.Te
     raise ValueError(f"unknown aggregate {aggregate!r}; expected one of {AGGREGATES}")
 
 
+def pool_maps(maps: torch.Tensor, size: int) -> torch.Tensor:
+    """Average-pool (N, H, W) maps to (N, size, size) in exact blocks; H and W must be multiples of size."""
+    height, width = maps.shape[-2:]
+    if (height, width) == (size, size):
+        return maps
+    if height % size or width % size:
+        raise ValueError(f"maps of {height}x{width} cannot be pooled to {size}x{size} in whole blocks")
+    return F.avg_pool2d(maps[:, None], (height // size, width // size))[:, 0]
+
+
 def sensitivity(
     model: LoadedModel | nn.Module,
     images: torch.Tensor,
@@ -63,12 +74,15 @@ def sensitivity(
     aggregate: Aggregate = "max",
     classes: torch.Tensor | None = None,
     amp_dtype: torch.dtype | None = None,
+    with_logits: bool = False,
 ) -> Sensitivity:
     """Sensitivity maps of a batch of preprocessed images (N, 3, H, W) on the model's device.
 
     `classes` (N,) int fixes the class per image for the class target (default: the predicted class).
     `amp_dtype` (torch.bfloat16 / torch.float16) runs the network under autocast; maps are float32.
-    The gestalt target needs a network with a `features` module (every `load_model` network has one).
+    The gestalt target needs a network with a `features` module (every `load_model` network has one);
+    its map never involves the head, but `with_logits` also runs the head on the (detached) attention
+    map for the class, which costs only the head, not another forward pass.
     """
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; expected one of {TARGETS}")
@@ -85,6 +99,9 @@ def sensitivity(
                 raise ValueError("the gestalt target needs a network with a `features` module (use load_model)")
             activations = network.features(inputs)
             objective = activations.float().mean(dim=tuple(range(1, activations.ndim))).sum()
+            if with_logits:
+                with torch.no_grad():
+                    logits = network.head(activations.detach()).float()
         else:
             logits = network(inputs).float()
             chosen = logits.argmax(dim=1) if classes is None else torch.as_tensor(classes, device=logits.device)

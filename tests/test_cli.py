@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from sensitivity import cli
@@ -202,15 +203,33 @@ def test_regressor_gives_regression_boxes(tmp_path):
         assert 0 <= x1 <= x2 <= width and 0 <= y1 <= y2 <= height
 
 
+def test_regressor_fitted_on_stored_workflow_maps(tmp_path):
+    """The workflow fits on 56x56 stored maps: localize pools its 224x224 maps the same way first."""
+    from sensitivity.localize import localize_images
+    from sensitivity.maps import pool_maps
+    from sensitivity.models import load_model
+    from sensitivity.regress import BoxRegressor
+
+    rng = np.random.default_rng(2)
+    corners = np.sort(rng.random((20, 2, 2)), axis=1)
+    boxes = np.column_stack([corners[:, 0, 0], corners[:, 0, 1], corners[:, 1, 0], corners[:, 1, 1]])
+    regressor = BoxRegressor(pool=7, alpha=1.0).fit(rng.random((20, 56, 56)), boxes)
+    model = load_model("efficientnet_lite0")
+    results, failures = localize_images([KANGAROOS[0]], model, target="gestalt", aggregate="max", regressor=regressor)
+    assert not failures and results[0].method == "regression"
+    pooled = pool_maps(torch.from_numpy(results[0].map)[None], 56).numpy()
+    np.testing.assert_allclose(results[0].box_normalised, regressor.predict(pooled)[0], rtol=1e-5, atol=1e-6)
+
+
 def test_unusable_regressor_is_a_usage_error(tmp_path):
     from sensitivity.regress import BoxRegressor
 
     rng = np.random.default_rng(1)
     small = tmp_path / "small.npz"
-    BoxRegressor(pool=4).fit(rng.random((8, 32, 32)), np.tile([0.1, 0.1, 0.9, 0.9], (8, 1))).save(small)
+    BoxRegressor(pool=5).fit(rng.random((8, 30, 30)), np.tile([0.1, 0.1, 0.9, 0.9], (8, 1))).save(small)
     garbage = tmp_path / "garbage.npz"
     garbage.write_text("not a regressor")
-    for bad, expected in [(small, "32x32"), (garbage, "garbage.npz"), (tmp_path / "none.npz", "none.npz")]:
+    for bad, expected in [(small, "30x30"), (garbage, "garbage.npz"), (tmp_path / "none.npz", "none.npz")]:
         code, stdout, stderr = run(["localize", str(RACCOON), "--regressor", str(bad), "--out", str(tmp_path / "o")])
         assert code == 2 and expected in stderr and stdout == "", stderr
     assert not (tmp_path / "o").exists()

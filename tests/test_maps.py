@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from sensitivity.maps import AGGREGATES, Sensitivity, aggregate_channels, sensitivity, sensitivity_maps
+from sensitivity.maps import AGGREGATES, Sensitivity, aggregate_channels, pool_maps, sensitivity, sensitivity_maps
 from sensitivity.models import SplitClassifier, load_model
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -361,3 +361,27 @@ def test_cuda_autocast_maps_correlate_with_float32(demo_batch, target, amp_dtype
 def test_result_type():
     result = sensitivity(tiny_net(), tiny_images())
     assert isinstance(result, Sensitivity)
+
+
+def test_pool_maps_block_means_and_rejects_uneven_sizes() -> None:
+    maps = torch.arange(2 * 4 * 4, dtype=torch.float32).reshape(2, 4, 4)
+    pooled = pool_maps(maps, 2)
+    assert pooled.shape == (2, 2, 2)
+    assert pooled[0, 0, 0] == (0 + 1 + 4 + 5) / 4 and pooled[1, 1, 1] == (26 + 27 + 30 + 31) / 4
+    assert pool_maps(maps, 4) is maps
+    with pytest.raises(ValueError, match="whole blocks"):
+        pool_maps(maps, 3)
+
+
+def test_gestalt_with_logits_runs_only_the_head_on_the_same_activations() -> None:
+    """with_logits gives the full network's logits without changing the Gestalt map."""
+    torch.manual_seed(0)
+    features = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+    head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Linear(4, 5))
+    network = SplitClassifier(features, head).eval()
+    images = torch.randn(3, 3, 8, 8)
+    plain = sensitivity(network, images, "gestalt", "max")
+    with_logits = sensitivity(network, images, "gestalt", "max", with_logits=True)
+    assert plain.logits is None
+    torch.testing.assert_close(with_logits.maps, plain.maps)
+    torch.testing.assert_close(with_logits.logits, network(images))

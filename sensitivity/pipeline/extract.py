@@ -7,14 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from sensitivity import __version__
 from sensitivity.datasets import read_manifest, synset_to_index
 from sensitivity.images import ImageReadError, read_image
-from sensitivity.maps import sensitivity
+from sensitivity.maps import pool_maps, sensitivity
 from sensitivity.models import load_model
 from sensitivity.store import MapStoreWriter
 
@@ -133,8 +132,6 @@ def extract_shard(
         batch = batch.to(torch_device, non_blocking=True)
         classes = None if label_classes is None else label_classes[rows].to(torch_device)
         result = sensitivity(loaded, batch, target, aggregate, classes=classes, amp_dtype=AMP_DTYPES[amp])
-        maps = result.maps
-        if maps.shape[-1] != map_size:
-            maps = F.adaptive_avg_pool2d(maps[:, None], map_size)[:, 0]
+        maps = pool_maps(result.maps, map_size)
         writer.write(rows, maps.cpu().numpy(), None if result.classes is None else result.classes.cpu().numpy())
     return writer.close()
