@@ -1,0 +1,320 @@
+"""Fit on train, choose on val, report on test: every method of the paper analysis, for every split seed.
+
+Protocol (the workflow's, applied to every method):
+
+- a method's hyper-parameters (its grid, e.g. ridge alpha × pool × normalisation) are fitted on the
+  train rows and the candidate with the highest val CorLoc (share of val rows correct) is kept, ties
+  going to the higher mean val IoU, then to the first candidate in grid order (as
+  ``sensitivity.pipeline.fit.fit_regressor``, which breaks ties by grid order alone);
+- across variants ("best variant"), the one-backward-pass variant with the highest val CorLoc is
+  kept, with the same tie-breaks (mean val IoU, then the earlier variant in the list);
+- reported numbers are the paper's "Average CorLoc": the unweighted mean over classes of the per-class
+  CorLoc, in percent, on the test rows (and, for reference, on the val rows). The test rows are never
+  used to choose anything.
+
+Regression targets are the largest ground-truth box of each row; a prediction is correct when its IoU
+with any ground-truth box of the row's class is above the threshold (PASCAL criterion).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.base import clone
+
+from sensitivity.boxes import CentreBoxBaseline, heuristic_boxes, iou_matrix
+from sensitivity.datasets import read_manifest, split_manifest
+from sensitivity.paper.bank import MapBank
+from sensitivity.paper.variants import Variant, backward_passes
+
+COORDINATES = ("x1", "y1", "x2", "y2")
+
+
+def best_iou(pred: np.ndarray, gt: Sequence[np.ndarray]) -> np.ndarray:
+    """IoU of each predicted box with the closest ground-truth box of its row."""
+    return np.array([iou_matrix(p[None], g).max() for p, g in zip(pred, gt)], dtype=np.float64)
+
+
+def average_corloc(correct: np.ndarray, labels: Sequence[str]) -> float:
+    """The paper's Average CorLoc (%): unweighted mean over classes of each class's share correct."""
+    frame = pd.DataFrame({"label": np.asarray(labels), "correct": np.asarray(correct, dtype=float)})
+    if frame.empty:
+        return float("nan")
+    return float(100.0 * frame.groupby("label")["correct"].mean().mean())
+
+
+@dataclass
+class Scored:
+    """Predicted boxes of some rows, their IoU and correctness, and the summary numbers."""
+
+    boxes: np.ndarray
+    iou: np.ndarray
+    correct: np.ndarray
+    corloc: float  # Average CorLoc, %
+    micro: float  # share of rows correct (the selection criterion)
+    mean_iou: float
+
+
+def score(boxes: np.ndarray, bank: MapBank, threshold: float) -> Scored:
+    iou = best_iou(boxes, bank.gt)
+    correct = iou > threshold
+    return Scored(boxes, iou, correct, average_corloc(correct, bank.rows["label"]),
+                  float(correct.mean()) if len(correct) else float("nan"), float(iou.mean()) if len(iou) else float("nan"))
+
+
+@dataclass
+class Outcome:
+    """A method after choosing its hyper-parameters on val: the choice, val and test scores."""
+
+    name: str
+    family: str
+    params: dict
+    n_candidates: int
+    val: Scored
+    test: Scored
+    description: str = ""
+    map_variants: tuple[str, ...] = ()
+    estimator: object = None
+
+    @property
+    def backward_passes(self) -> int:
+        return backward_passes(self.map_variants)
+
+
+def fit_select(variant: Variant, train: MapBank, val: MapBank, test: MapBank, threshold: float) -> Outcome:
+    """Fit every candidate of ``variant`` on train, keep the best on val, score it on test.
+
+    Best: highest val CorLoc (share of rows), ties → higher val mean IoU → first in grid order. (The
+    workflow's ``fit_regressor`` breaks CorLoc ties by grid order alone; on a val split of a few dozen
+    rows ties are common, and the first grid point is the weakest ridge penalty.)
+    """
+    best = None
+    scores = []
+    for params, estimator in variant.candidates():
+        estimator.fit(train.maps, train.targets)
+        val_scored = score(estimator.predict(val.maps), val, threshold)
+        scores.append(val_scored.micro)
+        if best is None or (val_scored.micro, val_scored.mean_iou) > (best[2].micro, best[2].mean_iou):
+            best = (params, estimator, val_scored)
+    params, estimator, val_scored = best
+    test_scored = score(estimator.predict(test.maps), test, threshold)
+    return Outcome(variant.name, variant.family, params, len(scores), val_scored, test_scored,
+                   variant.description, variant.map_variants, estimator)
+
+
+def cv_select(variant: Variant, train: MapBank, val: MapBank, test: MapBank, threshold: float,
+              folds: int = 5, seed: int = 0) -> Outcome:
+    """Protocol B: choose ``variant``'s hyper-parameters by ``folds``-fold cross-validation on train + val
+    (folds grouped by image), refit the best on train + val, score it on test.
+
+    Uses every non-test row for the choice instead of the single small val split; the test rows are
+    still never used. ``val`` of the returned outcome holds the cross-validated score (all train + val
+    rows, out of fold).
+    """
+    dev = MapBank(pd.concat([train.rows, val.rows], ignore_index=True), np.concatenate([train.maps, val.maps]),
+                  train.variants, train.missing, train.attributes)
+    groups = dev.rows["image_id"].to_numpy()
+    unique = np.unique(groups)
+    fold_of_image = dict(zip(unique, np.random.default_rng(seed).permutation(len(unique)) % folds))
+    fold = np.array([fold_of_image[g] for g in groups])
+    best = None
+    for params, estimator in variant.candidates():
+        boxes = np.zeros((len(dev.rows), 4))
+        for k in range(folds):
+            inside = fold != k
+            estimator.fit(dev.maps[inside], dev.targets[inside])
+            boxes[~inside] = estimator.predict(dev.maps[~inside])
+        scored = score(boxes, dev, threshold)
+        if best is None or (scored.micro, scored.mean_iou) > (best[1].micro, best[1].mean_iou):
+            best = (params, scored)
+    params, cv_scored = best
+    estimator = clone(variant.estimator).set_params(**params).fit(dev.maps, dev.targets)
+    return Outcome(variant.name, variant.family, params, len(variant.grid), cv_scored,
+                   score(estimator.predict(test.maps), test, threshold), variant.description, variant.map_variants,
+                   estimator)
+
+
+def centre_outcome(train: MapBank, val: MapBank, test: MapBank, threshold: float) -> Outcome:
+    """The constant centre box of mean training width and height (Table 4's baseline)."""
+    model = CentreBoxBaseline().fit(np.zeros(len(train.rows)), train.targets)
+    return Outcome("centre box", "baseline", {"box": [round(v, 4) for v in model.box_]}, 1,
+                   score(model.predict(val.rows), val, threshold), score(model.predict(test.rows), test, threshold),
+                   "mean-size box centred in the image, fitted on train", ())
+
+
+def heuristic_sweep(bank: MapBank, variant: str, sigmas: Sequence[float], fractions: Sequence[float],
+                    threshold: float) -> dict[tuple[float, float], Scored]:
+    """The heuristic box of ``variant`` maps for every (sigma, fraction): ``{(sigma, fraction): Scored}``."""
+    maps = bank.maps[:, bank.index(variant)]
+    return {(s, f): score(heuristic_boxes(maps, sigma=s, fraction=f), bank, threshold)
+            for s in sigmas for f in fractions}
+
+
+def heuristic_outcome(val: MapBank, test: MapBank, variant: str, sigmas: Sequence[float],
+                      fractions: Sequence[float], threshold: float) -> Outcome:
+    """The heuristic box with (sigma, fraction) chosen on val from the sweep (ties: mean IoU, then first)."""
+    val_sweep = heuristic_sweep(val, variant, sigmas, fractions, threshold)
+    (sigma, fraction), val_scored = max(val_sweep.items(), key=lambda kv: (kv[1].micro, kv[1].mean_iou))
+    maps = test.maps[:, test.index(variant)]
+    test_scored = score(heuristic_boxes(maps, sigma=sigma, fraction=fraction), test, threshold)
+    return Outcome("heuristic box", "baseline", {"sigma": sigma, "fraction": fraction}, len(val_sweep),
+                   val_scored, test_scored, f"smoothed {variant} map, bounding box of the top pixels; sigma and "
+                   "fraction chosen on val", (variant,))
+
+
+def choose_best(outcomes: Sequence[Outcome]) -> int:
+    """Index of the outcome with the highest val CorLoc (rows), ties → higher val mean IoU → earlier."""
+    keys = [(o.val.micro, o.val.mean_iou, -k) for k, o in enumerate(outcomes)]
+    return max(range(len(outcomes)), key=keys.__getitem__)
+
+
+def ensemble(outcomes: Sequence[Outcome], k: int, val_rows: MapBank, test: MapBank, threshold: float,
+             name: str) -> Outcome:
+    """The average box of the ``k`` best outcomes (by val CorLoc, then val mean IoU), all reading maps of
+    the best one's target, so that the ensemble still needs one backward pass. ``val_rows`` are the rows
+    of the outcomes' val scores (the val split, or train + val for cross-validated outcomes)."""
+    order = sorted(range(len(outcomes)), key=lambda i: (outcomes[i].val.micro, outcomes[i].val.mean_iou, -i),
+                   reverse=True)
+    target = {v.split("_")[0] for v in outcomes[order[0]].map_variants}
+    members = [outcomes[i] for i in order if {v.split("_")[0] for v in outcomes[i].map_variants} <= target][:k]
+    val_boxes = np.mean([o.val.boxes for o in members], axis=0)
+    test_boxes = np.mean([o.test.boxes for o in members], axis=0)
+    return Outcome(name, "ensemble", {"members": [o.name for o in members]}, len(members),
+                   score(val_boxes, val_rows, threshold), score(test_boxes, test, threshold),
+                   f"average box of the {len(members)} best variants", tuple(sorted({v for o in members
+                                                                                      for v in o.map_variants})))
+
+
+def seed_splits(manifest_path: str | Path, fractions: Sequence[float], seeds: Sequence[int],
+                official_test: set[str] | None = None) -> pd.DataFrame:
+    """``image_id`` and one ``seed<k>`` column of train/val/test per seed, as the workflow's split rule
+    makes them (with ``official_test`` ids, VOC-style: those are test, the rest is split train/val)."""
+    manifest = read_manifest(manifest_path)
+    out = pd.DataFrame({"image_id": manifest["image_id"].unique()})
+    for seed in seeds:
+        if official_test is None:
+            split = split_manifest(manifest, fractions, seed)
+        else:
+            short = manifest["image_id"].str.rsplit("/", n=1).str[-1]
+            is_test = short.isin(official_test)
+            train, val = fractions[0], fractions[1]
+            fit_part = split_manifest(manifest[~is_test], (train / (train + val), val / (train + val), 0.0), seed)
+            test_ids = manifest.loc[is_test, "image_id"].unique()
+            split = pd.concat([fit_part, pd.Series("test", index=pd.Index(test_ids, name="image_id"))])
+        out[f"seed{seed}"] = out["image_id"].map(split)
+    return out
+
+
+def split_bank(bank: MapBank, splits: pd.DataFrame, seed: int) -> tuple[MapBank, MapBank, MapBank]:
+    assignment = bank.rows["image_id"].map(splits.set_index("image_id")[f"seed{seed}"])
+    if assignment.isna().any():
+        raise ValueError(f"image {bank.rows['image_id'][assignment.isna()].iloc[0]!r} has no split")
+    return tuple(bank.subset((assignment == name).to_numpy()) for name in ("train", "val", "test"))
+
+
+def outcome_record(outcome: Outcome, seed: int) -> dict:
+    return {"seed": seed, "family": outcome.family, "variant": outcome.name,
+            "params": json.dumps(outcome.params, sort_keys=True), "n_candidates": outcome.n_candidates,
+            "val_corloc": outcome.val.corloc, "val_rows_correct": outcome.val.micro, "val_mean_iou": outcome.val.mean_iou,
+            "test_corloc": outcome.test.corloc, "test_mean_iou": outcome.test.mean_iou,
+            "n_train": None, "n_val": len(outcome.val.iou), "n_test": len(outcome.test.iou),
+            "map_variants": "+".join(outcome.map_variants), "backward_passes": outcome.backward_passes,
+            "description": outcome.description}
+
+
+def prediction_columns(rows: pd.DataFrame, methods: dict[str, Scored]) -> pd.DataFrame:
+    """Per test row: ids, class, ground truth and each method's box, IoU and correctness."""
+    out = rows[["image_id", "label", "path", "width", "height", "boxes"]].copy().reset_index(drop=True)
+    for method, scored in methods.items():
+        for k, c in enumerate(COORDINATES):
+            out[f"{method}_{c}"] = scored.boxes[:, k]
+        out[f"{method}_iou"] = scored.iou
+        out[f"{method}_correct"] = scored.correct
+    return out
+
+
+HEADLINE = ("centre box", "heuristic box", "linear map (paper)", "best variant")
+HEADLINE_CV = ("linear map (paper), chosen by CV on train+val", "best variant, chosen by CV on train+val")
+#: Ensembles (average box) of the k best one-backward variants, reported for each k.
+ENSEMBLE_SIZES = (3, 5)
+
+
+def run_analysis(bank: MapBank, splits: pd.DataFrame, seeds: Sequence[int], primary: str, variants: Sequence[Variant],
+                 sigmas: Sequence[float], fractions: Sequence[float], threshold: float = 0.5,
+                 log=print, cv_folds: int = 5) -> dict[str, pd.DataFrame]:
+    """Every method on every seed. Returns the frames ``variants`` (every variant × seed), ``seeds``
+    (the headline methods per seed), ``predictions`` (first seed's test rows, headline methods) and
+    ``sweep`` (first seed: heuristic box of every map variant for every sigma × fraction, val and test),
+    and ``models``, the first seed's fitted linear map and best variant (for the speed measurement).
+
+    With ``cv_folds`` >= 2, every variant is also run under protocol B (:func:`cv_select`: chosen by
+    cross-validation on train + val, refitted there, scored on test), in the ``cv_*`` columns of
+    ``variants`` and two more headline methods."""
+    records, headline, predictions, sweep, models = [], [], None, [], {}
+    paper_name = f"linear map, {primary}"  # the name paper_variant gives the paper's method
+    if paper_name not in [v.name for v in variants]:
+        raise ValueError(f"the variants must include the paper's linear map {paper_name!r}")
+    for seed in seeds:
+        train, val, test = split_bank(bank, splits, seed)
+        log(f"seed {seed}: {len(train.rows)} train, {len(val.rows)} val, {len(test.rows)} test rows")
+        outcomes = [centre_outcome(train, val, test, threshold),
+                    heuristic_outcome(val, test, primary, sigmas, fractions, threshold)]
+        for variant in variants:
+            outcomes.append(fit_select(variant, train, val, test, threshold))
+            o = outcomes[-1]
+            log(f"  {o.family:24s} {o.name:40s} val {o.val.corloc:6.2f} test {o.test.corloc:6.2f} {o.params}")
+        learned = outcomes[2:]
+        fast = [o for o in learned if o.backward_passes == 1]  # one forward, one backward, one cheap mapping
+        best = fast[choose_best(fast)]
+        paper = next(o for o in learned if o.name == paper_name)
+        cross = {}
+        if cv_folds >= 2:
+            for variant in variants:
+                cross[variant.name] = c = cv_select(variant, train, val, test, threshold, cv_folds, seed)
+                log(f"  CV {c.family:21s} {c.name:40s} cv {c.val.corloc:6.2f} test {c.test.corloc:6.2f} {c.params}")
+            cv_fast = [o for o in cross.values() if o.backward_passes == 1]
+            cv_best = cv_fast[choose_best(cv_fast)]
+        for o in outcomes:
+            record = outcome_record(o, seed) | {"n_train": len(train.rows), "chosen": o is best}
+            if o.name in cross:
+                c = cross[o.name]
+                record |= {"cv_params": json.dumps(c.params, sort_keys=True), "cv_corloc": c.val.corloc,
+                           "cv_test_corloc": c.test.corloc, "cv_chosen": c is cv_best}
+            records.append(record)
+        methods = list(zip(HEADLINE, (outcomes[0], outcomes[1], paper, best)))
+        methods += [(f"ensemble of the {k} best on val", ensemble(fast, k, val, test, threshold, f"top {k} on val"))
+                    for k in ENSEMBLE_SIZES]
+        if cv_folds >= 2:
+            methods += [(HEADLINE_CV[0], cross[paper_name]), (HEADLINE_CV[1], cv_best)]
+            dev = MapBank(pd.concat([train.rows, val.rows], ignore_index=True),
+                          np.concatenate([train.maps, val.maps]), bank.variants)
+            methods += [(f"ensemble of the {k} best by CV on train+val",
+                         ensemble(cv_fast, k, dev, test, threshold, f"top {k} by CV")) for k in ENSEMBLE_SIZES]
+        for method, o in methods:
+            members = o.params.get("members", []) if o.family == "ensemble" else []
+            name = f"{members[0]} + {len(members) - 1} more" if members else o.name
+            headline.append({"seed": seed, "method": method, "variant": name,
+                             "params": json.dumps(o.params, sort_keys=True),
+                             "val_corloc": o.val.corloc, "test_corloc": o.test.corloc,
+                             "backward_passes": o.backward_passes,
+                             "n_train": len(train.rows), "n_val": len(val.rows), "n_test": len(test.rows)})
+        if predictions is None:
+            predictions = prediction_columns(test.rows, {"centre": outcomes[0].test, "heuristic": outcomes[1].test,
+                                                         "linear": paper.test, "best": best.test})
+            predictions.attrs["best"] = best.name
+            models = {"primary": primary, "seed": seed, "linear": paper.estimator, "best": best.estimator,
+                      "best_name": best.name}
+            for split_name, part in (("val", val), ("test", test)):
+                for variant in bank.variants:
+                    for (s, f), scored in heuristic_sweep(part, variant, sigmas, fractions, threshold).items():
+                        per_class = pd.Series(scored.correct).groupby(part.rows["label"].to_numpy()).mean() * 100
+                        sweep.append({"split": split_name, "variant": variant, "sigma": s, "fraction": f,
+                                      "corloc": scored.corloc, "mean_iou": scored.mean_iou,
+                                      **{f"corloc_{c}": v for c, v in per_class.items()}})
+    return {"variants": pd.DataFrame(records), "seeds": pd.DataFrame(headline), "predictions": predictions,
+            "sweep": pd.DataFrame(sweep), "models": models}

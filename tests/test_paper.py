@@ -1,0 +1,358 @@
+"""The paper analysis: published numbers, table builders, composable variant estimators, heuristic sweep."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.linear_model import Ridge
+
+from sensitivity.boxes import heuristic_box
+from sensitivity.paper import tables as T
+from sensitivity.paper.bank import MAP_VARIANTS, MapBank
+from sensitivity.paper.experiments import (
+    average_corloc,
+    choose_best,
+    fit_select,
+    heuristic_sweep,
+    run_analysis,
+    score,
+)
+from sensitivity.paper.speed import time_interleaved
+from sensitivity.paper.variants import (
+    HeuristicBoxFeatures,
+    MapFeatures,
+    MapMoments,
+    MarginalQuantiles,
+    MaxSubarrayBoxes,
+    FlipAugmented,
+    max_subarray_box,
+    mirror_boxes,
+    backward_passes,
+    box_model,
+    concat,
+    map_variants_used,
+    marginal_quantiles,
+    paper_variant,
+    study_variants,
+)
+from sensitivity.regress import BoxRegressor
+
+REPO = Path(__file__).resolve().parents[1]
+PUBLISHED = REPO / "data" / "published_results.csv"
+GRID = {"alpha": [0.1, 1.0, 10.0], "pool": [4, 8], "normalize": ["max"], "parameterisation": ["corners"]}
+
+
+@pytest.fixture(scope="module")
+def published() -> pd.DataFrame:
+    return T.read_published(PUBLISHED)
+
+
+# --- the published numbers --------------------------------------------------------------------------
+
+
+def test_published_file_has_every_table_and_cites_it(published):
+    assert set(published["table"]) == {"1", "2", "3", "4", "3.6"}
+    for table, source in published.groupby("table")["source"].first().items():
+        expected = "Section 3.6" if table == "3.6" else f"Table {table}"
+        assert source == f"ICLR 2019 submission, {expected}"
+    assert published.loc[published["table"] == "1", "value"].tolist() == [22, 32, 37, 39, 55]
+    t4 = published[published["table"] == "4"].set_index("method")["value"]
+    assert t4["Constant Center Box Baseline"] == 12.34 and t4["Sensitivity Maps"] == 68.76
+    assert sorted(published.loc[published["table"] == "3", "value"]) == [27.2, 32.5, 38.4]
+
+
+def test_table2_class_means_match_the_printed_meancl(published):
+    """Checks the transcription: six rows average to their printed MeanCL within rounding; the paper's
+    own Sensitivity Maps row does not (41.0 printed as 40.1), which the tables point out."""
+    table = T.published_table2(published).set_index("method")
+    assert table.shape == (7, 21)
+    recomputed = table[list(T.VOC_CLASSES)].mean(axis=1)
+    gap = (recomputed - table["MeanCL"]).abs()
+    assert (gap.drop("Sensitivity Maps") < 0.06).all(), gap
+    assert recomputed["Sensitivity Maps"] == pytest.approx(40.995)
+    assert table.loc["Sensitivity Maps", "MeanCL"] == 40.1
+    six = table.loc["Sensitivity Maps", list(T.TABLE1_CLASSES)].mean()
+    assert six == pytest.approx(52.8, abs=0.01)  # Table 1 prints 55 for the same six classes
+
+
+# --- table builders on a handful of real-looking prediction rows ------------------------------------
+
+
+@pytest.fixture()
+def predictions() -> pd.DataFrame:
+    rows = []
+    flags = {  # per class: (linear, heuristic, centre, best) correctness of each row
+        "kangaroo": [(1, 0, 1, 1), (0, 0, 0, 1), (1, 1, 0, 1), (0, 1, 0, 0)],
+        "raccoon": [(1, 1, 1, 1), (1, 0, 1, 1)],
+    }
+    for label, per_row in flags.items():
+        for k, (lin, heu, cen, best) in enumerate(per_row):
+            rows.append({"image_id": f"{label}/{k:05d}", "label": label, "linear_correct": bool(lin),
+                         "heuristic_correct": bool(heu), "centre_correct": bool(cen), "best_correct": bool(best)})
+    return pd.DataFrame(rows)
+
+
+def test_per_class_table_and_table1(predictions, published):
+    ours = T.per_class(predictions)
+    average = ours.set_index("class").loc["Average"]
+    assert average["corloc_linear"] == pytest.approx((50 + 100) / 2)  # unweighted over classes
+    assert average["corloc_best"] == pytest.approx((75 + 100) / 2)
+    t1 = T.table1(published, ours, "test setting")
+    assert t1["method"].tolist()[:5] == ["Russell et al.", "Chum & Zisserman", "Deselaers et al.", "Tang et al.",
+                                         "Sensitivity Maps"]
+    mine = t1.set_index("method").loc[T.OUR_METHODS["linear"]]
+    assert mine["Average CorLoc"] == pytest.approx(75.0) and mine["source"] == "test setting"
+    assert "6 images" in mine["data"]
+
+
+def test_table2_puts_our_classes_beside_the_voc_ones(predictions, published):
+    t2 = T.table2(published, T.per_class(predictions), "ours")
+    assert list(t2.columns[:4]) == ["method", "source", "MeanCL", "mean of classes"]
+    assert list(t2.columns[4:24]) == list(T.VOC_CLASSES)
+    assert list(t2.columns[24:]) == ["kangaroo", "raccoon"]
+    linear = t2.set_index("method").loc[T.OUR_METHODS["linear"]]
+    assert linear["MeanCL"] == pytest.approx(75.0) and linear["mean of classes"] == pytest.approx(75.0)
+    assert np.isnan(linear["aeroplane"])
+    siva = t2.set_index("method").loc["Siva et al. (2012)"]
+    assert np.isnan(siva["kangaroo"]) and siva["MeanCL"] == 30.2
+
+
+def test_table4_and_its_centre_box_note(predictions, published):
+    t4 = T.table4(published, T.per_class(predictions), "ours")
+    centre = t4.set_index("method").loc["Constant Center Box Baseline"]
+    assert centre["Average CorLoc"] == 12.34 and "does not reproduce" in centre["note"]
+    assert t4.set_index("method").loc[T.OUR_METHODS["centre"], "Average CorLoc"] == pytest.approx(62.5)
+
+
+def test_variants_seeds_and_aggregation_tables(published):
+    records = []
+    for seed in (0, 1):
+        for k, v in enumerate(MAP_VARIANTS):
+            records.append({"seed": seed, "family": "map variant (§3.6)", "variant": f"linear map, {v}",
+                            "params": "{}", "val_corloc": 50.0 + k, "test_corloc": 60.0 + k + seed,
+                            "backward_passes": 1, "chosen": k == 3})
+    variants = pd.DataFrame(records)
+    table = T.variants_table(variants)
+    assert len(table) == 4 and "CV-chosen test mean ± std" not in table
+    with_cv = variants.assign(cv_test_corloc=variants["test_corloc"] + 1, cv_chosen=variants["chosen"])
+    cv_row = T.variants_table(with_cv).set_index("variant").loc["linear map, gestalt_mean"]
+    assert cv_row["CV-chosen test mean ± std"] == "64.5 ± 0.7" and cv_row["times best by CV"] == 2
+    row = table.set_index("variant").loc["linear map, gestalt_mean"]
+    assert row["test mean ± std (seeds)"] == "63.5 ± 0.7" and row["times best on val"] == 2
+    aggregation = T.aggregation_table(variants, published).set_index(["target", "aggregate"])
+    assert aggregation.loc[("class", "mean"), "published CorLoc"] == 68.7
+    assert aggregation.loc[("gestalt", "max"), "published CorLoc"] == 40.1
+    assert aggregation.loc[("gestalt", "max"), "test CorLoc"] == 62.0
+    seeds = pd.DataFrame([{"seed": s, "method": m, "variant": m, "val_corloc": 1.0, "test_corloc": t}
+                          for s, (a, b) in enumerate([(40, 60), (50, 70)]) for m, t in (("centre box", a), ("best", b))])
+    st = T.seeds_table(seeds).set_index("method")
+    assert st.loc["best", "test mean"] == 65 and st.loc["centre box", "test std"] == pytest.approx(7.0711, abs=1e-3)
+    md = T.markdown(st.reset_index(), "title", note="a note")
+    assert md.startswith("### title") and "| best |" in md and md.rstrip().endswith("a note")
+
+
+# --- variant estimators on small random data ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def stacked():
+    rng = np.random.default_rng(0)
+    X = rng.random((40, len(MAP_VARIANTS), 56, 56)).astype(np.float32)
+    centres = rng.uniform(0.3, 0.7, (40, 2))
+    sizes = rng.uniform(0.2, 0.5, (40, 2))
+    y = np.clip(np.column_stack([centres - sizes / 2, centres + sizes / 2]), 0, 1)
+    return X, y
+
+
+def test_feature_transformers_shapes(stacked):
+    X, _ = stacked
+    assert MapFeatures("class_mean", pool=4).fit_transform(X).shape == (40, 16)
+    assert MaxSubarrayBoxes("class_max", thresholds=(0.7, 0.9)).fit_transform(X).shape == (40, 8)
+    assert MapMoments("gestalt_mean", powers=(1, 2)).fit_transform(X).shape == (40, 16)
+    assert HeuristicBoxFeatures("gestalt_max", sigma=1, fraction=0.2).fit_transform(X).shape == (40, 4)
+    assert MarginalQuantiles("gestalt_max", quantiles=(0.1, 0.5, 0.9)).fit_transform(X).shape == (40, 6)
+    with pytest.raises(ValueError, match="unknown map variant"):
+        MapFeatures("nope").fit(X)
+    with pytest.raises(ValueError, match="stacked maps"):
+        MapFeatures().fit(X[:, 0])
+
+
+def test_concatenated_features_equal_manual_concatenation(stacked):
+    X, _ = stacked
+    parts = [MapFeatures("class_max", 4, "max"), MapFeatures("gestalt_mean", 8, "rank"),
+             HeuristicBoxFeatures("gestalt_max", 2.0, 0.3)]
+    combined = concat(*parts).fit_transform(X)
+    manual = np.concatenate([p.fit_transform(X) for p in parts], axis=1)
+    np.testing.assert_array_equal(combined, manual)
+    assert map_variants_used(box_model(concat(*parts))) == ("class_max", "gestalt_max", "gestalt_mean")
+    assert backward_passes(("class_max", "gestalt_max", "gestalt_mean")) == 2
+    assert backward_passes(("gestalt_max", "gestalt_mean")) == 1
+
+
+@pytest.mark.parametrize("target", ["corners", "centre_size", "centre_logsize"])
+def test_box_head_fit_predict_gives_valid_boxes(stacked, target):
+    X, y = stacked
+    model = box_model(MapFeatures("gestalt_max", 4), Ridge(alpha=1.0), target=target, scale=True).fit(X, y)
+    boxes = model.predict(X[:7])
+    assert boxes.shape == (7, 4)
+    assert np.all((boxes >= 0) & (boxes <= 1)) and np.all(boxes[:, 2] >= boxes[:, 0]) and np.all(boxes[:, 3] >= boxes[:, 1])
+
+
+def test_linear_box_model_equals_the_workflow_box_regressor(stacked):
+    """Ridge through BoxHead is the paper's linear map of sensitivity.regress (same objective, same solution)."""
+    X, y = stacked
+    ours = box_model(MapFeatures("gestalt_max", 4, "max"), Ridge(alpha=0.5)).fit(X, y).predict(X)
+    reference = BoxRegressor(alpha=0.5, pool=4, normalize="max").fit(X[:, MAP_VARIANTS.index("gestalt_max")], y)
+    np.testing.assert_allclose(ours, reference.predict(X[:, MAP_VARIANTS.index("gestalt_max")]), atol=1e-8)
+
+
+def test_every_study_variant_fits_and_predicts(stacked):
+    X, y = stacked
+    variants = study_variants("gestalt_max", GRID)
+    assert len({v.name for v in variants}) == len(variants)
+    assert [v.name for v in variants[:4]] == [f"linear map, {v}" for v in MAP_VARIANTS]
+    for variant in variants:
+        params, estimator = variant.candidates()[0]
+        if "MLP" in variant.name:
+            estimator.set_params(head__regressor__max_iter=50)
+        assert estimator.fit(X, y).predict(X[:3]).shape == (3, 4), variant.name
+
+
+def test_marginal_quantiles_of_a_block():
+    m = np.zeros((1, 10, 10))
+    m[0, 2:6, 4:8] = 1.0  # rows 2-5, columns 4-7: the box [0.4, 0.2, 0.8, 0.6]
+    q = marginal_quantiles(m, (0.001, 0.5, 0.999))
+    np.testing.assert_allclose(q[0], [0.4, 0.6, 0.8, 0.2, 0.4, 0.6], atol=1e-3)
+
+
+# --- the heuristic-box sweep ------------------------------------------------------------------------
+
+
+def test_heuristic_box_grows_with_the_kept_fraction_and_sigma():
+    """On a synthetic map (a bright blob plus weak speckle), keeping more pixels or smoothing more
+    never shrinks the box, and the box stays centred on the blob."""
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[0:56, 0:56]
+    blob = np.exp(-(((xx - 30) / 6.0) ** 2 + ((yy - 24) / 9.0) ** 2) / 2)
+    m = blob + 0.02 * rng.random((56, 56))
+
+    def area(b):
+        return (b[2] - b[0]) * (b[3] - b[1])
+
+    for sigma in (0, 1, 2, 4, 8):
+        areas = [area(heuristic_box(m, sigma, f)) for f in (0.1, 0.2, 0.3, 0.5)]
+        assert all(a <= b + 1e-12 for a, b in zip(areas, areas[1:])), (sigma, areas)
+    for fraction in (0.1, 0.2, 0.3):
+        box = heuristic_box(m, 2.0, fraction)
+        assert box[0] < 30 / 56 < box[2] and box[1] < 24 / 56 < box[3]
+
+
+def _toy_bank(n: int = 60, size: int = 16, seed: int = 0) -> MapBank:
+    """Maps that are noisy boxes: the ground-truth box lit up, so map → box is learnable."""
+    rng = np.random.default_rng(seed)
+    rows, maps = [], []
+    for i in range(n):
+        cx, cy = rng.uniform(0.35, 0.65, 2)
+        w, h = rng.uniform(0.3, 0.6, 2)
+        box = np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
+        m = 0.2 * rng.random((size, size))
+        x1, y1, x2, y2 = (box * size).round().astype(int)
+        m[y1:y2, x1:x2] += 1.0
+        maps.append(np.stack([m] * len(MAP_VARIANTS)))
+        rows.append({"image_id": f"c{i % 2}/{i:03d}", "label": f"c{i % 2}", "gt": box[None], "target_box": box,
+                     "boxes": json.dumps([box.tolist()]), "path": "", "width": 100, "height": 100})
+    return MapBank(pd.DataFrame(rows), np.asarray(maps, dtype=np.float32))
+
+
+def test_heuristic_sweep_and_fit_select_on_learnable_maps():
+    bank = _toy_bank()
+    train, val, test = bank.subset(np.arange(60) < 40), bank.subset((np.arange(60) >= 40) & (np.arange(60) < 50)), \
+        bank.subset(np.arange(60) >= 50)
+    sweep = heuristic_sweep(test, "gestalt_max", [0, 1], [0.1, 0.3], 0.5)
+    assert set(sweep) == {(0, 0.1), (0, 0.3), (1, 0.1), (1, 0.3)}
+    outcome = fit_select(paper_variant("gestalt_max", GRID), train, val, test, 0.5)
+    assert outcome.n_candidates == 6 and outcome.test.corloc >= 80.0
+    assert outcome.backward_passes == 1
+
+
+def test_run_analysis_end_to_end_on_a_toy_bank():
+    bank = _toy_bank(80)
+    ids = bank.rows["image_id"]
+    splits = pd.DataFrame({"image_id": ids})
+    for seed in (0, 1):
+        order = np.random.default_rng(seed).permutation(len(ids))
+        splits[f"seed{seed}"] = np.where(order < 56, "train", np.where(order < 68, "val", "test"))
+    variants = [paper_variant(v, GRID) for v in MAP_VARIANTS]
+    out = run_analysis(bank, splits, [0, 1], "gestalt_max", variants, [0, 2], [0.2, 0.5], log=lambda *_: None,
+                       cv_folds=3)
+    assert set(out["seeds"]["method"]) == {"centre box", "heuristic box", "linear map (paper)", "best variant",
+                                           "linear map (paper), chosen by CV on train+val",
+                                           "best variant, chosen by CV on train+val",
+                                           "ensemble of the 3 best on val", "ensemble of the 5 best on val",
+                                           "ensemble of the 3 best by CV on train+val",
+                                           "ensemble of the 5 best by CV on train+val"}
+    assert (out["seeds"].loc[out["seeds"]["method"] != "centre box", "backward_passes"] == 1).all()
+    assert len(out["variants"]) == 2 * (2 + len(variants))
+    assert out["variants"].groupby("seed")["chosen"].sum().tolist() == [1, 1]
+    assert out["variants"].groupby("seed")["cv_chosen"].sum().tolist() == [1, 1]
+    assert out["variants"]["cv_test_corloc"].notna().sum() == 2 * len(variants)
+    assert len(out["predictions"]) == 12 and {"linear_iou", "best_correct"} <= set(out["predictions"].columns)
+    assert len(out["sweep"]) == 2 * len(MAP_VARIANTS) * 4
+    assert out["models"]["best"].predict(bank.maps[:2]).shape == (2, 4)
+
+
+def test_scores_and_choice():
+    assert average_corloc(np.array([True, False, True, True]), ["a", "a", "b", "b"]) == 75.0
+    bank = _toy_bank(4)
+    s = score(bank.targets, bank, 0.5)
+    assert s.corloc == 100.0 and s.mean_iou == pytest.approx(1.0)
+
+    class O:
+        def __init__(self, micro, iou):
+            self.val = type("S", (), {"micro": micro, "mean_iou": iou})
+
+    assert choose_best([O(0.5, 0.3), O(0.6, 0.1), O(0.6, 0.2), O(0.6, 0.2)]) == 2
+
+
+def test_time_interleaved_runs_every_stage_in_rounds():
+    calls = []
+    import torch
+
+    times = time_interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
+                             torch.device("cpu"), warmup=1, repeats=3)
+    assert calls == ["a", "b"] * 4 and all(len(v) == 3 for v in times.values())
+
+
+def test_max_subarray_box_finds_a_bright_block():
+    m = np.full((20, 20), 0.1)
+    m[5:15, 2:8] = 2.0
+    np.testing.assert_allclose(max_subarray_box(m, threshold=0.8), [2 / 20, 5 / 20, 8 / 20, 15 / 20])
+    assert max_subarray_box(np.ones((4, 4)), threshold=1.0).tolist() == [0.0, 0.0, 1.0, 1.0]  # nothing gains
+
+
+def test_flip_augmentation_is_mirror_symmetric(stacked):
+    X, y = stacked
+    model = FlipAugmented(box_model(MapFeatures("gestalt_max", 7), Ridge(alpha=1.0))).fit(X, y)
+    np.testing.assert_allclose(model.predict(X[..., ::-1]), mirror_boxes(model.predict(X)), atol=1e-9)
+    np.testing.assert_allclose(mirror_boxes(mirror_boxes(y)), y)
+
+
+def test_measure_speed_reports_every_stage_against_the_forward_pass():
+    import torch
+
+    from sensitivity.models import load_model
+    from sensitivity.paper.speed import measure_speed
+
+    model = load_model("efficientnet_lite0", weights="random")
+    images = torch.randn(1, 3, 32, 32)
+    table = measure_speed(model, images, ("class", "gestalt"), "max", 8,
+                          {"centre": lambda maps: np.tile([0.2, 0.2, 0.8, 0.8], (len(maps), 1))}, warmup=0, repeats=1)
+    stages = set(zip(table["stage"], table["target"]))
+    assert ("forward (classification)", "") in stages and ("map + class (forward + backward)", "gestalt") in stages
+    assert ("image → box (centre)", "class") in stages and ("map → box only (centre)", "") in stages
+    forward = table.set_index("stage").loc["forward (classification)"]
+    assert forward["time_vs_forward"] == 1.0 and (table["images_per_s"] > 0).all()
