@@ -1,0 +1,210 @@
+# The `paper` target: the paper's Tables 1-4, §3.6 (aggregation), §3.7 (speed) and Figures 1/3/4 on
+# each dataset of `paper.datasets`, plus the "beat it" study of map → box variants, under
+# results/paper/<dataset>/, and results/paper/RESULTS.md (copied to docs/RESULTS.md).
+#
+# Map variants. §3.6 compares max / mean aggregation and the class / Gestalt target on the same images,
+# so every paper dataset needs maps for all four (target, aggregate) combinations. Rather than asking
+# for four hand-written dataset entries, each missing combination becomes a generated dataset entry
+# `<name>__<target>_<aggregate>` (the base entry with target/aggregate replaced), extracted by the
+# unchanged `extract_maps` rule (same sharding, same map_params, same benchmarks). The dataset's own
+# combination is the base dataset itself, so its maps are shared with the main workflow. A variant's
+# manifest is a copy of the base manifest (rule paper_variant_manifest, preferred over `manifest` by
+# ruleorder), so variants have identical image ids and never re-read or re-download the data.
+# The generated entries are added after common.smk validated the config; they are built only from
+# validated values (a validated entry and the schema's target/aggregate enums).
+import re
+
+PAPER = config.get("paper", {})
+PAPER_DATASETS = list(PAPER.get("datasets", []))
+# (target, aggregate), in the order of sensitivity.paper.bank.MAP_VARIANTS.
+PAPER_MAP_VARIANTS = [("class", "max"), ("class", "mean"), ("gestalt", "max"), ("gestalt", "mean")]
+# Each paper dataset's own map variant (`<target>_<aggregate>`); an unknown name fails here, naming the
+# configured ones.
+PAPER_PRIMARY = {name: "{target}_{aggregate}".format(**dataset(name)) for name in PAPER_DATASETS}
+# (dataset, target, aggregate) → the dataset whose maps those are: the dataset itself for its own variant.
+PAPER_VARIANT_DATASET = {
+    (name, t, a): name if PAPER_PRIMARY[name] == f"{t}_{a}" else f"{name}__{t}_{a}"
+    for name in PAPER_DATASETS
+    for t, a in PAPER_MAP_VARIANTS
+}
+# Generated variant dataset → its base dataset.
+PAPER_VARIANT_BASE = {v: key[0] for key, v in PAPER_VARIANT_DATASET.items() if v != key[0]}
+for (_name, _target, _aggregate), _variant in PAPER_VARIANT_DATASET.items():
+    if _variant != _name:
+        config["datasets"][_variant] = config["datasets"][_name] | {"target": _target, "aggregate": _aggregate}
+# The map stores of all four variants of a dataset, as inputs named maps_<target>_<aggregate>.
+paper_maps = lambda wc: {
+    f"maps_{t}_{a}": gather.extract(f"results/{PAPER_VARIANT_DATASET[(wc.dataset, t, a)]}/maps/{{scatteritem}}.zarr")
+    for t, a in PAPER_MAP_VARIANTS
+}
+# Paper rules match only the paper datasets (their variants exist only for those).
+PAPER_DATASET_PATTERN = "|".join(re.escape(name) for name in PAPER_DATASETS) or "(?!)"
+
+
+rule paper_variant_manifest:
+    input:
+        manifest=lambda wc: f"results/{PAPER_VARIANT_BASE[wc.dataset]}/manifest.csv",
+        skipped=lambda wc: f"results/{PAPER_VARIANT_BASE[wc.dataset]}/manifest_skipped.csv",
+    output:
+        manifest="results/{dataset}/manifest.csv",
+        skipped="results/{dataset}/manifest_skipped.csv",
+    wildcard_constraints:
+        dataset="|".join(re.escape(v) for v in PAPER_VARIANT_BASE) or "(?!)",
+    log:
+        "logs/{dataset}/manifest.log",
+    localrule: True
+    conda:
+        "../../envs/sensitivity.yaml"
+    shell:
+        "(cp {input.manifest} {output.manifest} && cp {input.skipped} {output.skipped}) 2> {log}"
+
+
+ruleorder: paper_variant_manifest > manifest
+
+
+PAPER_TABLES = ("counts", "table1", "table2", "table3", "table4", "aggregation", "variants", "seeds")
+PAPER_FIGURES = ("maps", "examples_linear", "examples_best")
+
+
+rule paper:
+    input:
+        "results/paper/RESULTS.md",
+
+
+rule paper_analysis:
+    input:
+        unpack(paper_maps),
+        manifest="results/{dataset}/manifest.csv",
+        code=code("paper/bank.py", "paper/variants.py", "paper/experiments.py", "regress.py", "boxes.py"),
+    output:
+        variants="results/paper/{dataset}/analysis/variants.csv",
+        seeds="results/paper/{dataset}/analysis/seeds.csv",
+        predictions="results/paper/{dataset}/analysis/predictions.csv",
+        sweep="results/paper/{dataset}/analysis/heuristic_sweep.csv",
+        splits="results/paper/{dataset}/analysis/splits.csv",
+        summary="results/paper/{dataset}/analysis/summary.json",
+        models="results/paper/{dataset}/analysis/models.pkl",
+    params:
+        paper=PAPER,
+        primary=lambda wc: PAPER_PRIMARY[wc.dataset],
+        regression=config["regression"],
+        evaluation=config["evaluation"],
+        split=split_params,
+    wildcard_constraints:
+        dataset=PAPER_DATASET_PATTERN,
+    log:
+        "logs/paper/{dataset}/analysis.log",
+    benchmark:
+        "results/benchmarks/paper/{dataset}/analysis.tsv"
+    conda:
+        "../../envs/sensitivity.yaml"
+    script:
+        "../scripts/paper_analysis.py"
+
+
+rule paper_tables:
+    input:
+        rules.paper_analysis.output.variants,
+        rules.paper_analysis.output.seeds,
+        rules.paper_analysis.output.predictions,
+        rules.paper_analysis.output.sweep,
+        rules.paper_analysis.output.splits,
+        rules.paper_analysis.output.summary,
+        manifest="results/{dataset}/manifest.csv",
+        published="data/published_results.csv",
+        code=code("paper/tables.py", "paper/report.py", "pipeline/tables.py"),
+    output:
+        expand("results/paper/{{dataset}}/{table}.{ext}", table=PAPER_TABLES, ext=("csv", "md")),
+    wildcard_constraints:
+        dataset=PAPER_DATASET_PATTERN,
+    log:
+        "logs/paper/{dataset}/tables.log",
+    conda:
+        "../../envs/sensitivity.yaml"
+    script:
+        "../scripts/paper_tables.py"
+
+
+rule paper_speed:
+    input:
+        manifest="results/{dataset}/manifest.csv",
+        splits=rules.paper_analysis.output.splits,
+        models=rules.paper_analysis.output.models,
+        code=code("paper/speed.py", "paper/variants.py", "maps.py", "models.py"),
+    output:
+        speed="results/paper/{dataset}/speed.csv",
+        machine="results/paper/{dataset}/machine.json",
+    params:
+        speed=PAPER.get("speed", {}),
+        model=config["model"],
+        map_size=config["extraction"]["map_size"],
+        primary=lambda wc: PAPER_PRIMARY[wc.dataset],
+    threads: 2
+    wildcard_constraints:
+        dataset=PAPER_DATASET_PATTERN,
+    log:
+        "logs/paper/{dataset}/speed.log",
+    conda:
+        "../../envs/sensitivity.yaml"
+    script:
+        "../scripts/paper_speed.py"
+
+
+rule paper_figures:
+    input:
+        unpack(paper_maps),
+        predictions=rules.paper_analysis.output.predictions,
+        summary=rules.paper_analysis.output.summary,
+        code=code("paper/figures.py", "figures.py"),
+    output:
+        expand("results/paper/figures/{{dataset}}_{figure}.png", figure=PAPER_FIGURES),
+    params:
+        figures=PAPER.get("figures", {}),
+        seed=config["report"]["seed"],
+    wildcard_constraints:
+        dataset=PAPER_DATASET_PATTERN,
+    log:
+        "logs/paper/{dataset}/figures.log",
+    conda:
+        "../../envs/sensitivity.yaml"
+    script:
+        "../scripts/paper_figures.py"
+
+
+CENTRE_CHECK = PAPER.get("centre_box_check") or {}
+
+
+rule paper_centre_check:
+    output:
+        "results/paper/centre_box_imagenet.json",
+    params:
+        check=CENTRE_CHECK,
+        threshold=config["evaluation"]["iou_threshold"],
+    log:
+        "logs/paper/centre_check.log",
+    conda:
+        "../../envs/sensitivity.yaml"
+    script:
+        "../scripts/paper_centre_check.py"
+
+
+rule paper_report:
+    input:
+        centre_check=["results/paper/centre_box_imagenet.json"] if CENTRE_CHECK.get("root") else [],
+        tables=expand("results/paper/{dataset}/{table}.md", dataset=PAPER_DATASETS, table=PAPER_TABLES),
+        summaries=expand("results/paper/{dataset}/analysis/summary.json", dataset=PAPER_DATASETS),
+        speed=expand("results/paper/{dataset}/speed.csv", dataset=PAPER_DATASETS),
+        machine=expand("results/paper/{dataset}/machine.json", dataset=PAPER_DATASETS),
+        figures=expand("results/paper/figures/{dataset}_{figure}.png", dataset=PAPER_DATASETS, figure=PAPER_FIGURES),
+        code=code("paper/report.py"),
+    output:
+        "results/paper/RESULTS.md",
+    params:
+        datasets=PAPER_DATASETS,
+        specs={name: dataset(name) for name in PAPER_DATASETS},
+    log:
+        "logs/paper/report.log",
+    conda:
+        "../../envs/sensitivity.yaml"
+    script:
+        "../scripts/paper_report.py"
