@@ -47,14 +47,26 @@ def test_fractions_per_class() -> None:
 
 
 def test_small_classes_get_val_and_test_when_possible() -> None:
-    split = split_manifest(manifest({"one": 1, "two": 2, "three": 3, "four": 4}))
+    split = split_manifest(manifest({"three": 3, "four": 4}))
     assert counts(split) == {
-        "one": {"train": 1},
-        "two": {"train": 2},
         "three": {"train": 1, "val": 1, "test": 1},
         "four": {"train": 2, "val": 1, "test": 1},
     }
     assert set(split_manifest(manifest({"a": 5}), fractions=(1.0, 0.0, 0.0))) == {"train"}
+
+
+def test_classes_of_one_or_two_images_draw_their_split_in_the_expected_shares() -> None:
+    """As in an ImageNet val sample (1-6 images per class): tiny classes are not all put in train."""
+    sizes = {f"c{k:04d}": 1 + k % 2 for k in range(3000)}  # 1500 classes of 1 image, 1500 of 2
+    split = split_manifest(manifest(sizes), seed=5)
+    shares = split.value_counts(normalize=True)
+    assert shares["train"] == pytest.approx(0.75, abs=0.02)
+    assert shares["val"] == pytest.approx(0.125, abs=0.015)
+    assert shares["test"] == pytest.approx(0.125, abs=0.015)
+    pd.testing.assert_series_equal(split, split_manifest(manifest(sizes), seed=5))
+    assert not split.equals(split_manifest(manifest(sizes), seed=6))
+    # a zero fraction is never drawn
+    assert set(split_manifest(manifest(sizes), fractions=(0.9, 0.1, 0.0))) == {"train", "val"}
 
 
 def test_multi_class_images_share_one_split_and_stratify_by_first_label() -> None:

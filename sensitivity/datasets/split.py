@@ -12,9 +12,17 @@ import pandas as pd
 SPLITS = ("train", "val", "test")
 
 
-def _counts(n: int, fractions: Sequence[float]) -> list[int]:
-    """Split ``n`` by ``fractions`` with largest-remainder rounding; with n >= 3 every
-    split of non-zero fraction gets at least one item, taken from the largest split."""
+def _counts(n: int, fractions: Sequence[float], rng: random.Random) -> list[int]:
+    """Split ``n`` by ``fractions``.
+
+    With n >= 3: largest-remainder rounding, and every split of non-zero fraction gets at least one
+    item, taken from the largest split. With n = 1 or 2 (too few for one image per split) each image
+    draws its split with probabilities ``fractions`` from ``rng``, so that small classes still reach
+    val and test in the expected shares instead of all landing in train.
+    """
+    if 0 < n < 3:
+        draws = rng.choices(range(len(fractions)), weights=fractions, k=n)
+        return [draws.count(i) for i in range(len(fractions))]
     quotas = [n * f for f in fractions]
     counts = [math.floor(q) for q in quotas]
     by_remainder = sorted(range(len(quotas)), key=lambda i: counts[i] - quotas[i])
@@ -43,7 +51,8 @@ def split_manifest(
     Each class's images (sorted by id) are shuffled by an RNG derived from ``seed``
     and the class name, then cut by ``fractions`` (largest-remainder rounding; a
     class with >= 3 images gets >= 1 val and >= 1 test image when those fractions
-    are non-zero). Returns a Series named ``split`` indexed by the unique image ids.
+    are non-zero; each image of a class with 1 or 2 images draws its split at random
+    with probabilities ``fractions``, see :func:`_counts`). Returns a Series named ``split`` indexed by the unique image ids.
     """
     if len(fractions) != 3 or any(f < 0 for f in fractions) or not math.isclose(sum(fractions), 1.0):
         raise ValueError(f"fractions must be 3 non-negative numbers summing to 1, got {tuple(fractions)}")
@@ -51,9 +60,10 @@ def split_manifest(
     assignment: dict[str, str] = {}
     for label, ids in image_class.groupby(image_class, sort=True):
         images = sorted(ids.index)
-        _class_rng(seed, str(label)).shuffle(images)
+        rng = _class_rng(seed, str(label))
+        rng.shuffle(images)
         start = 0
-        for name, count in zip(SPLITS, _counts(len(images), fractions)):
+        for name, count in zip(SPLITS, _counts(len(images), fractions, rng)):
             assignment.update(dict.fromkeys(images[start : start + count], name))
             start += count
     index = pd.Index(df["image_id"].unique(), name="image_id")
