@@ -39,7 +39,8 @@ DOWNSTREAM = {"fit_regressor": 1, "evaluate": 1, "example_figure": 1, "all": 1}
 
 
 def copy_project(dest: Path) -> Path:
-    """The workflow, the package sources (rule inputs) and the demo data (linked), without results."""
+    """The workflow, the package sources (rule inputs), the demo data (linked) and the published numbers,
+    without results."""
     dest.mkdir(parents=True, exist_ok=True)
     for name in ("Snakefile", "config.yaml"):
         shutil.copy2(REPO / name, dest / name)
@@ -47,6 +48,7 @@ def copy_project(dest: Path) -> Path:
         shutil.copytree(REPO / name, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     (dest / "data").mkdir()
     (dest / "data" / "demo").symlink_to(REPO / "data" / "demo", target_is_directory=True)
+    shutil.copy2(REPO / "data" / "published_results.csv", dest / "data" / "published_results.csv")
     shutil.copy2(FAST, dest / "demo_fast.yaml")
     return dest
 
@@ -282,6 +284,15 @@ def test_invalid_config_fails_before_any_job(fresh_project, tmp_path, case) -> N
     assert result.returncode != 0
     assert "Error validating config file" in output and message in output, output[:3000]
     assert not (fresh_project / "results").exists() and not (fresh_project / "logs").exists()
+
+
+def test_documented_null_options_validate(fresh_project, tmp_path) -> None:
+    """Options the config documents as "null to skip" pass validation (defaults are not forced into null)."""
+    override = tmp_path / "nulls.yaml"
+    override.write_text("paper:\n  centre_box_check: null\n")
+    result = snakemake(fresh_project, "-n", "paper", configs=(override,), timeout=120)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert "paper_centre_check" not in result.stdout + result.stderr
 
 
 # --- an interrupted extraction never leaves a half-written store behind -----------------------------
