@@ -5,6 +5,8 @@ Layout of a store (a directory):
   float16 keeps ~3 significant digits however small the gradients are;
 - ``scale`` (N,) float32: that maximum (map = maps * scale);
 - ``image_id`` (N,) str; ``class_index`` (N,) int32 (class used for a class-score map, -1 otherwise);
+- ``top5`` (N, 5) int32: the classifier's five highest-scoring classes, best first (-1 past the number of
+  classes), from the forward pass the map needed anyway;
 - ``valid`` (N,) bool: False for an image that could not be read (``on_bad_input: skip``);
 - attributes: how the maps were made (model, weights, target, aggregation, preprocessing, map size,
   package version), the skipped images, and ``complete: true``, written last.
@@ -24,7 +26,8 @@ import numpy as np
 import zarr
 from zarr.codecs import ZstdCodec
 
-FORMAT = "sensitivity-maps/1"
+FORMAT = "sensitivity-maps/2"
+TOP_K = 5
 
 
 class StoreError(ValueError):
@@ -47,6 +50,8 @@ class MapStoreWriter:
         self._scale = group.create_array("scale", shape=(n,), chunks=(max(n, 1),), dtype="float32", fill_value=0)
         self._classes = group.create_array("class_index", shape=(n,), chunks=(max(n, 1),), dtype="int32", fill_value=-1)
         self._valid = group.create_array("valid", shape=(n,), chunks=(max(n, 1),), dtype="bool", fill_value=False)
+        self._top5 = group.create_array("top5", shape=(n, TOP_K), chunks=(max(n, 1), TOP_K), dtype="int32",
+                                        fill_value=-1)
         ids = group.create_array("image_id", shape=(n,), chunks=(max(n, 1),), dtype=str)
         if n:
             ids[:] = np.asarray(image_ids, dtype=str)
@@ -56,10 +61,13 @@ class MapStoreWriter:
         self._scale_buffer = np.zeros(n, dtype=np.float32)
         self._class_buffer = np.full(n, -1, dtype=np.int32)
         self._valid_buffer = np.zeros(n, dtype=bool)
+        self._top5_buffer = np.full((n, TOP_K), -1, dtype=np.int32)
         self._skipped: list[dict[str, str]] = []
 
-    def write(self, rows: np.ndarray, maps: np.ndarray, classes: np.ndarray | None = None) -> None:
-        """Store float maps (b, S, S) for the given row indices (b,)."""
+    def write(self, rows: np.ndarray, maps: np.ndarray, classes: np.ndarray | None = None,
+              top5: np.ndarray | None = None) -> None:
+        """Store float maps (b, S, S) for the given row indices (b,), with the class used and the top
+        classes (b, k <= 5) when known."""
         maps = np.asarray(maps, dtype=np.float32)
         peak = maps.reshape(len(maps), -1).max(axis=1, initial=0.0)
         safe = np.where(peak > 0, peak, 1.0)
@@ -70,6 +78,9 @@ class MapStoreWriter:
         self._valid_buffer[rows] = True
         if classes is not None:
             self._class_buffer[rows] = np.asarray(classes)[order]
+        if top5 is not None:
+            top5 = np.asarray(top5)[order]
+            self._top5_buffer[rows, : top5.shape[1]] = top5
 
     def skip(self, image_id: str, path: str, reason: str) -> None:
         """Record an image that could not be used (its row stays invalid)."""
@@ -83,6 +94,7 @@ class MapStoreWriter:
         self._scale[:] = self._scale_buffer
         self._classes[:] = self._class_buffer
         self._valid[:] = self._valid_buffer
+        self._top5[:] = self._top5_buffer
         self._group.attrs.update({"skipped": self._skipped, "complete": True})
         if self.path.exists():
             shutil.rmtree(self.path)
@@ -109,6 +121,7 @@ class MapStore:
         self.scale = np.asarray(group["scale"][:])
         self.class_index = np.asarray(group["class_index"][:])
         self.valid = np.asarray(group["valid"][:])
+        self.top5 = np.asarray(group["top5"][:])
 
     def __len__(self) -> int:
         return len(self.image_ids)

@@ -273,11 +273,13 @@ def test_evaluate_table_equals_hand_recomputation(demo_dataset, shard_stores, fi
     expected = pd.DataFrame(expected_rows)
     average = {"class": "Average", "n_images": int(expected["n_images"].sum())}
     average |= {f"corloc_{m}": expected[f"corloc_{m}"].mean() for m in METHODS}
-    expected = pd.concat([expected, pd.DataFrame([average])], ignore_index=True)
+    overall = {"class": "All images", "n_images": len(predictions)}
+    overall |= {f"corloc_{m}": 100.0 * predictions[f"{m}_correct"].mean() for m in METHODS}
+    expected = pd.concat([expected, pd.DataFrame([average, overall])], ignore_index=True)
 
     table = pd.read_csv(paths["csv"])
     assert list(table.columns) == ["class", "n_images"] + [f"corloc_{m}" for m in METHODS]
-    assert table["class"].tolist() == ["kangaroo", "raccoon", "Average"]
+    assert table["class"].tolist() == ["kangaroo", "raccoon", "Average", "All images"]
     assert table["n_images"].tolist() == expected["n_images"].tolist()
     for method in METHODS:
         np.testing.assert_allclose(table[f"corloc_{method}"], expected[f"corloc_{method}"], atol=1e-4)
@@ -294,9 +296,9 @@ def test_corloc_table_and_markdown_formatting() -> None:
         "x_correct": [True, True, False, False, False],
     })
     table = corloc_table(predictions, ["x"])
-    assert table["class"].tolist() == ["a", "b", "Average"]
-    assert table["n_images"].tolist() == [2, 3, 5]
-    np.testing.assert_allclose(table["corloc_x"], [50.0, 100 / 3, (50.0 + 100 / 3) / 2])
+    assert table["class"].tolist() == ["a", "b", "Average", "All images"]
+    assert table["n_images"].tolist() == [2, 3, 5, 5]
+    np.testing.assert_allclose(table["corloc_x"], [50.0, 100 / 3, (50.0 + 100 / 3) / 2, 40.0])
     assert to_markdown(table, "Demo") == (
         "## Demo\n\n"
         "| class | n_images | corloc_x |\n"
@@ -304,6 +306,7 @@ def test_corloc_table_and_markdown_formatting() -> None:
         "| a | 2 | 50.00 |\n"
         "| b | 3 | 33.33 |\n"
         "| **Average** | **5** | **41.67** |\n"
+        "| **All images** | **5** | **40.00** |\n"
     )
     assert to_markdown(table).startswith("| class |")
 
@@ -321,8 +324,9 @@ def test_store_round_trip_keeps_tiny_maps_precise(tmp_path) -> None:
         np.zeros((56, 56)),                       # a flat map stays exactly zero
     ]).astype(np.float32)
     writer = MapStoreWriter(tmp_path / "s.zarr", ids, 56, {"model": "m"})
-    writer.write(np.array([2, 0]), maps[[2, 0]], np.array([7, 5]))  # rows out of order
-    writer.write(np.array([3, 1]), maps[[3, 1]])
+    writer.write(np.array([2, 0]), maps[[2, 0]], np.array([7, 5]),  # rows out of order
+                 np.array([[7, 1, 2, 3, 4], [5, 6, 0, 8, 9]]))
+    writer.write(np.array([3, 1]), maps[[3, 1]], top5=np.array([[1, 0], [0, 1]]))  # a 2-class head
     assert (tmp_path / "s.zarr.partial").is_dir() and not (tmp_path / "s.zarr").exists()
     path = writer.close()
     assert path == tmp_path / "s.zarr" and not (tmp_path / "s.zarr.partial").exists()
@@ -330,6 +334,7 @@ def test_store_round_trip_keeps_tiny_maps_precise(tmp_path) -> None:
     store = MapStore(path)
     assert store.image_ids.tolist() == ids and store.valid.all()
     assert store.class_index.tolist() == [5, -1, 7, -1]
+    assert store.top5.tolist() == [[5, 6, 0, 8, 9], [0, 1, -1, -1, -1], [7, 1, 2, 3, 4], [1, 0, -1, -1, -1]]
     assert store.attrs["complete"] is True and store.attrs["model"] == "m" and store.attrs["n_images"] == 4
     back = store.read(0, 4)
     assert back.dtype == np.float32 and back.shape == maps.shape

@@ -176,7 +176,7 @@ def test_demo_through_slurm_matches_a_local_run(slurm_env, tmp_path):
     summaries = [json.loads((root / "results/demo/fit_summary.json").read_text()) for root in (on_slurm, local)]
     assert summaries[0] == summaries[1]
     table = pd.read_csv(on_slurm / TARGET)
-    assert list(table["class"]) == ["kangaroo", "raccoon", "Average"]
+    assert list(table["class"]) == ["kangaroo", "raccoon", "Average", "All images"]
 
 
 def test_gpu_jobs_each_get_the_gpu_and_never_share_it(slurm_env, tmp_path):

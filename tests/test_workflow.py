@@ -112,7 +112,7 @@ def demo_run(tmp_path_factory) -> Path:
 def test_corloc_tables_agree_and_regression_beats_centre_box(demo_run) -> None:
     table = pd.read_csv(demo_run / "results" / "demo_corloc.csv")
     assert list(table.columns) == ["class", "n_images", "corloc_regression", "corloc_heuristic", "corloc_centre"]
-    assert table["class"].tolist() == ["kangaroo", "raccoon", "Average"]
+    assert table["class"].tolist() == ["kangaroo", "raccoon", "Average", "All images"]
     per_class = table.iloc[:2]
     average = table.iloc[2]
     assert (per_class["n_images"] > 0).all() and average["n_images"] == per_class["n_images"].sum()
@@ -254,7 +254,7 @@ def test_regression_change_reruns_fit_but_keeps_the_maps(moved_run, tmp_path) ->
         assert path.stat().st_mtime_ns > before[path], path
     summary = json.loads((results / "demo" / "fit_summary.json").read_text())
     assert {c["alpha"] for c in summary["candidates"]} == {3.0}
-    assert pd.read_csv(results / "demo_corloc.csv")["class"].tolist() == ["kangaroo", "raccoon", "Average"]
+    assert pd.read_csv(results / "demo_corloc.csv")["class"].tolist() == ["kangaroo", "raccoon", "Average", "All images"]
     result = snakemake(moved_run, "-n", configs=(override,), timeout=120)
     assert planned_jobs(result.stdout + result.stderr) == {}
 

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from sensitivity.boxes import CentreBoxBaseline, heuristic_boxes, iou_matrix
+from sensitivity.pipeline.classify import accuracy_note
 from sensitivity.pipeline.rows import RowMaps, labelled_rows
 from sensitivity.pipeline.tables import corloc_table, write_table
 from sensitivity.regress import BoxRegressor
@@ -44,10 +45,12 @@ def predict_test(rows: pd.DataFrame, stores: list[str], regressor: BoxRegressor,
 def evaluate(manifest_path: str | Path, split_path: str | Path, stores: list[str], model_path: str | Path,
              predictions_path: str | Path, table_csv: str | Path, table_md: str | Path,
              sigma: float, fraction: float = 0.2, iou_threshold: float = 0.5, title: str = "",
-             skipped_path: str | Path | None = None) -> pd.DataFrame:
+             skipped_path: str | Path | None = None, classifier_path: str | Path | None = None) -> pd.DataFrame:
     """Write per-image predictions and the per-class CorLoc table (CSV and Markdown); return the table.
 
-    ``skipped_path`` (the dataset's skipped-inputs CSV) adds their count under the Markdown table.
+    Under the Markdown table: ``skipped_path`` (the dataset's skipped-inputs CSV) adds their count,
+    ``classifier_path`` (see :func:`~sensitivity.pipeline.classify.classifier_accuracy`) the classifier's
+    top-1 / top-5.
     """
     rows = labelled_rows(manifest_path, split_path)
     train = rows[rows["split"] == "train"]
@@ -58,9 +61,10 @@ def evaluate(manifest_path: str | Path, split_path: str | Path, stores: list[str
         predictions[f"{method}_correct"] = predictions[f"{method}_iou"] > iou_threshold
     predictions.to_csv(predictions_path, index=False, float_format="%.6g")
     table = corloc_table(predictions, METHODS)
-    note = ""
-    if skipped_path is not None:
-        n_skipped = len(pd.read_csv(skipped_path))
-        note = f"{n_skipped} input(s) skipped as bad input (listed in {Path(skipped_path).name})." if n_skipped else ""
-    write_table(table, table_csv, table_md, title, note)
+    notes = []
+    if skipped_path is not None and (n_skipped := len(pd.read_csv(skipped_path))):
+        notes.append(f"{n_skipped} input(s) skipped as bad input (listed in {Path(skipped_path).name}).")
+    if classifier_path is not None:
+        notes.append(accuracy_note(classifier_path))
+    write_table(table, table_csv, table_md, title, "\n\n".join(notes))
     return table

@@ -15,7 +15,7 @@ from sensitivity.datasets import read_manifest, synset_to_index
 from sensitivity.images import ImageReadError, read_image
 from sensitivity.maps import pool_maps, sensitivity
 from sensitivity.models import load_model
-from sensitivity.store import MapStoreWriter
+from sensitivity.store import TOP_K, MapStoreWriter
 
 log = logging.getLogger(__name__)
 
@@ -92,18 +92,20 @@ def extract_shard(
 ) -> Path:
     """Compute and store the maps of one shard; returns the published store path.
 
-    ``class_source``: "predicted" (class-score maps follow the predicted class) or "label" (the
+    ``class_source``: "predicted" (class-score maps follow the predicted class) or "true" (the
     image's annotated synset, mapped to the classifier output through ``synset_mapping``).
     """
     images, manifest = shard_images(manifest_path, shard)
     torch_device = resolve_device(device)
     loaded = load_model(model["name"], model.get("weights"), torch_device)
     label_classes = None
-    if target == "class" and class_source == "label":
+    if class_source not in ("predicted", "true"):
+        raise ValueError(f"class_source must be 'predicted' or 'true', got {class_source!r}")
+    if target == "class" and class_source == "true":
         if not synset_mapping:
-            raise ValueError("class_source 'label' needs a synset_mapping file")
+            raise ValueError("class_source 'true' needs a synset_mapping file")
         if manifest.groupby("image_id")["label"].nunique().max() > 1:
-            raise ValueError("class_source 'label' needs one label per image")
+            raise ValueError("class_source 'true' needs one label per image")
         index = synset_to_index(synset_mapping)
         unknown = sorted(set(images["label"]) - set(index))
         if unknown:
@@ -131,7 +133,10 @@ def extract_shard(
             continue
         batch = batch.to(torch_device, non_blocking=True)
         classes = None if label_classes is None else label_classes[rows].to(torch_device)
-        result = sensitivity(loaded, batch, target, aggregate, classes=classes, amp_dtype=AMP_DTYPES[amp])
+        result = sensitivity(loaded, batch, target, aggregate, classes=classes, amp_dtype=AMP_DTYPES[amp],
+                             with_logits=True)
         maps = pool_maps(result.maps, map_size)
-        writer.write(rows, maps.cpu().numpy(), None if result.classes is None else result.classes.cpu().numpy())
+        top = result.logits.topk(min(TOP_K, result.logits.shape[1]), dim=1).indices
+        writer.write(rows, maps.cpu().numpy(), None if result.classes is None else result.classes.cpu().numpy(),
+                     top.cpu().numpy())
     return writer.close()

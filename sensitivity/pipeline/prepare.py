@@ -26,8 +26,11 @@ def read_dataset(spec: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
         return (pd.concat([p[0] for p in parts], ignore_index=True),
                 pd.concat([p[1] for p in parts], ignore_index=True))
     if kind == "imagenet":
-        return read_imagenet(spec["root"], split=spec.get("subset", "train"), layout=spec.get("layout", "auto"),
-                             use_difficult=spec.get("use_difficult", False), **common)
+        parts = [read_imagenet(spec["root"], split=part, layout=spec.get("layout", "auto"),
+                               use_difficult=spec.get("use_difficult", False), **common)
+                 for part in spec.get("parts", ["train"])]
+        return (pd.concat([p[0] for p in parts], ignore_index=True),
+                pd.concat([p[1] for p in parts], ignore_index=True))
     raise ValueError(f"unknown dataset kind {kind!r}")
 
 

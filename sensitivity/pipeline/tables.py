@@ -1,4 +1,5 @@
-"""CorLoc tables: per class and the paper's "Average CorLoc" (unweighted mean over classes), in %."""
+"""CorLoc tables: per class, the paper's "Average CorLoc" (unweighted mean over classes) and the CorLoc
+over all rows, in %."""
 
 from __future__ import annotations
 
@@ -8,17 +9,24 @@ from pathlib import Path
 import pandas as pd
 
 AVERAGE = "Average"
+ALL = "All images"
 
 
 def corloc_table(predictions: pd.DataFrame, methods: Sequence[str]) -> pd.DataFrame:
-    """``class, n_images, corloc_<method>...`` (percent) from per-row ``<method>_correct`` flags."""
+    """``class, n_images, corloc_<method>...`` (percent) from per-row ``<method>_correct`` flags.
+
+    After the classes come ``Average`` (the unweighted mean over classes, the paper's metric) and
+    ``All images`` (the share over all (image, class) rows, i.e. over images when each has one class).
+    """
     grouped = predictions.groupby("label", sort=True)
     table = pd.DataFrame({"class": list(grouped.groups), "n_images": grouped.size().to_numpy()})
     for method in methods:
         table[f"corloc_{method}"] = 100.0 * grouped[f"{method}_correct"].mean().to_numpy()
     average = {"class": AVERAGE, "n_images": int(table["n_images"].sum())}
     average |= {f"corloc_{m}": table[f"corloc_{m}"].mean() for m in methods}
-    return pd.concat([table, pd.DataFrame([average])], ignore_index=True)
+    overall = {"class": ALL, "n_images": len(predictions)}
+    overall |= {f"corloc_{m}": 100.0 * predictions[f"{m}_correct"].mean() for m in methods}
+    return pd.concat([table, pd.DataFrame([average, overall])], ignore_index=True)
 
 
 def to_markdown(table: pd.DataFrame, title: str = "") -> str:
@@ -28,7 +36,7 @@ def to_markdown(table: pd.DataFrame, title: str = "") -> str:
     lines = [header, rule]
     for row in table.itertuples(index=False):
         cells = [f"{v:.2f}" if isinstance(v, float) else str(v) for v in row]
-        if row[0] == AVERAGE:
+        if row[0] in (AVERAGE, ALL):
             cells = [f"**{c}**" for c in cells]
         lines.append("| " + " | ".join(cells) + " |")
     return (f"## {title}\n\n" if title else "") + "\n".join(lines) + "\n"

@@ -11,7 +11,6 @@ DATASET_DEFAULTS = {
     "split": {"fractions": [0.75, 0.125, 0.125], "seed": 0},
     "target": "gestalt",
     "aggregate": "max",
-    "class_source": "predicted",
     "synset_mapping": None,
     "use_difficult": False,
 }
@@ -26,17 +25,29 @@ scattergather:
     extract=config["extraction"]["shards"],
 
 
+def kind_defaults(entry):
+    """Defaults that depend on the dataset's kind: ImageNet maps the true class through the download's
+    synset mapping and reads the train part, as the paper's ImageNet study does."""
+    if entry["kind"] != "imagenet":
+        return {"class_source": "predicted"}
+    return {"class_source": "true", "parts": ["train"],
+            "synset_mapping": os.path.join(entry.get("root", ""), "LOC_synset_mapping.txt")}
+
+
 def dataset(name):
     """The dataset's config entry with defaults and the global on_bad_input filled in."""
     if name not in config["datasets"]:
         raise ValueError(f"dataset {name!r} is not configured; configured: {sorted(config['datasets'])}")
-    spec = DATASET_DEFAULTS | {"on_bad_input": config["on_bad_input"]} | config["datasets"][name]
-    return spec | {"split": DATASET_DEFAULTS["split"] | spec["split"]}
+    entry = config["datasets"][name]
+    spec = DATASET_DEFAULTS | kind_defaults(entry) | {"on_bad_input": config["on_bad_input"]} | entry
+    # YAML reads `class_source: true` as a boolean
+    class_source = "true" if spec["class_source"] in (True, "true") else spec["class_source"]
+    return spec | {"split": DATASET_DEFAULTS["split"] | spec["split"], "class_source": class_source}
 
 
 def reading_params(wildcards):
     """Everything that decides which images and boxes a dataset has (the manifest's inputs)."""
-    keep = ("kind", "roots", "class_from", "csv", "images", "root", "fit_set", "test_set", "subset",
+    keep = ("kind", "roots", "class_from", "csv", "images", "root", "fit_set", "test_set", "parts",
             "layout", "missing", "use_difficult", "on_bad_input")
     return {key: value for key, value in dataset(wildcards.dataset).items() if key in keep}
 
@@ -70,6 +81,11 @@ def code(*modules):
     would make a moved or copied project rerun every job (extraction included).
     """
     return [os.path.relpath(REPO / "sensitivity" / module) for module in modules]
+
+
+def classifier_table(wildcards):
+    """The classifier's accuracy table, for datasets whose labels map to its outputs (a synset mapping)."""
+    return [f"results/{wildcards.dataset}_classifier.csv"] if dataset(wildcards.dataset)["synset_mapping"] else []
 
 
 def map_stores(wildcards):

@@ -1,4 +1,5 @@
-# Stage 5: per-class CorLoc on the test split for the learned map, the heuristic and the centre box.
+# Stage 5: per-class CorLoc on the test split for the learned map, the heuristic and the centre box;
+# for datasets whose labels are classifier synsets, the classifier's top-1 / top-5 beside it.
 
 
 rule evaluate:
@@ -8,7 +9,9 @@ rule evaluate:
         maps=map_stores,
         model="results/{dataset}/regressor.npz",
         skipped="results/{dataset}_skipped.csv",
-        code=code("pipeline/evaluate.py", "pipeline/tables.py", "pipeline/rows.py", "boxes.py"),
+        classifier=classifier_table,
+        code=code("pipeline/evaluate.py", "pipeline/tables.py", "pipeline/rows.py", "pipeline/classify.py",
+                  "boxes.py"),
     output:
         predictions="results/{dataset}_predictions.csv",
         table=report("results/{dataset}_corloc.csv", category="CorLoc", labels={"dataset": "{dataset}"}),
@@ -21,6 +24,23 @@ rule evaluate:
         "../../envs/sensitivity.yaml"
     script:
         "../scripts/evaluate.py"
+
+
+rule classifier_accuracy:
+    input:
+        manifest="results/{dataset}/manifest.csv",
+        split="results/{dataset}/split.csv",
+        maps=map_stores,
+        synset_mapping=lambda wc: dataset(wc.dataset)["synset_mapping"],
+        code=code("pipeline/classify.py", "pipeline/rows.py"),
+    output:
+        "results/{dataset}_classifier.csv",
+    log:
+        "logs/{dataset}/classifier.log",
+    conda:
+        "../../envs/sensitivity.yaml"
+    script:
+        "../scripts/classifier_accuracy.py"
 
 
 rule collect_skipped:

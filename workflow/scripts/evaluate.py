@@ -18,4 +18,5 @@ evaluate(
     iou_threshold=e["iou_threshold"],
     title=f"CorLoc on {snakemake.wildcards.dataset} (test split)",
     skipped_path=snakemake.input.skipped,
+    classifier_path=snakemake.input.classifier[0] if snakemake.input.classifier else None,
 )
