@@ -47,9 +47,7 @@ from sklearn.utils.validation import check_is_fitted
 from sensitivity.boxes import heuristic_boxes
 from sensitivity.paper.bank import MAP_VARIANTS
 from sensitivity.regress import decode_boxes, encode_boxes, map_features
-
-DEFAULT_QUANTILES = (0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95)
-
+from sensitivity.shape import DEFAULT_QUANTILES, map_moments, marginal_quantiles, max_subarray_box
 
 def _stack(X) -> np.ndarray:
     arr = np.asarray(X)
@@ -175,34 +173,6 @@ class HeuristicBoxFeatures(_VariantTransformer):
         return 4
 
 
-def marginal_quantiles(maps: np.ndarray, quantiles: Sequence[float], sigma: float = 0.0,
-                       power: float = 1.0) -> np.ndarray:
-    """Positions (in [0, 1]) where the map's cumulative mass along x, then along y, reaches each quantile.
-
-    ``maps`` (N, H, W) are made non-negative, optionally smoothed (Gaussian ``sigma`` in map pixels)
-    and raised to ``power`` (> 1 stresses the peaks). Returns (N, 2 * len(quantiles)): x quantiles then
-    y quantiles. Positions are interpolated between pixel edges (column j spans [j/W, (j+1)/W]).
-    """
-    arr = np.abs(np.asarray(maps, dtype=np.float64))
-    if arr.ndim != 3:
-        raise ValueError(f"maps must have shape (N, H, W), got {arr.shape}")
-    q = np.asarray(quantiles, dtype=np.float64)
-    if q.ndim != 1 or np.any((q < 0) | (q > 1)):
-        raise ValueError(f"quantiles must be numbers in [0, 1], got {quantiles}")
-    out = np.empty((len(arr), 2 * len(q)))
-    for i, m in enumerate(arr):
-        if sigma > 0:
-            m = gaussian_filter(m, sigma)
-        m = m**power
-        # A tiny uniform floor keeps the cumulative sums strictly increasing (and an all-zero map centred).
-        m = m + 1e-9 * (m.mean() + 1e-30)
-        for axis, offset in ((0, 0), (1, len(q))):
-            profile = m.sum(axis=axis)
-            edges = np.concatenate([[0.0], np.cumsum(profile)]) / profile.sum()
-            out[i, offset:offset + len(q)] = np.interp(q, edges, np.linspace(0.0, 1.0, len(edges)))
-    return out
-
-
 class MarginalQuantiles(_VariantTransformer):
     """:func:`marginal_quantiles` of the ``variant`` maps: a learned, soft version of the heuristic box."""
 
@@ -219,36 +189,6 @@ class MarginalQuantiles(_VariantTransformer):
 
     def _n_out(self) -> int:
         return 2 * len(self.quantiles)
-
-
-def max_subarray_box(sensitivity_map: np.ndarray, threshold: float = 0.8) -> np.ndarray:
-    """The box maximising the sum of ``map / mean(map) - threshold`` inside it (2-D maximum subarray).
-
-    Pixels above ``threshold`` times the map's mean count for the box, the others against it, so the
-    box grows over the salient region as long as it gains more than it pays; ``threshold`` < 1 favours
-    larger boxes. Exact, O(H² W) (Kadane's algorithm over every pair of rows). Returns (x1, y1, x2, y2)
-    in [0, 1] with pixel edges (column j spans [j/W, (j+1)/W]).
-    """
-    m = np.asarray(sensitivity_map, dtype=np.float64)
-    if m.ndim != 2 or m.size == 0:
-        raise ValueError(f"sensitivity_map must be a non-empty (H, W) array, got shape {m.shape}")
-    height, width = m.shape
-    mean = m.mean()
-    score = (m / mean if mean > 0 else np.ones_like(m)) - threshold
-    rows = np.vstack([np.zeros(width), np.cumsum(score, axis=0)])  # (H + 1, W)
-    top, bottom = np.triu_indices(height + 1, 1)  # every row band [top, bottom)
-    band = rows[bottom] - rows[top]  # (bands, W): column sums of each band
-    prefix = np.hstack([np.zeros((len(band), 1)), np.cumsum(band, axis=1)])  # (bands, W + 1)
-    running_min = np.minimum.accumulate(prefix, axis=1)
-    where_min = np.maximum.accumulate(np.where(prefix == running_min, np.arange(width + 1), 0), axis=1)
-    gain = prefix - running_min  # best sum of a column run ending at each edge
-    end = gain.argmax(axis=1)
-    b = int(gain[np.arange(len(band)), end].argmax())
-    x2 = int(end[b])
-    x1 = int(where_min[b, x2])
-    if x2 == x1:  # nothing gains: the whole image
-        return np.array([0.0, 0.0, 1.0, 1.0])
-    return np.array([x1 / width, top[b] / height, x2 / width, bottom[b] / height])
 
 
 class MaxSubarrayBoxes(_VariantTransformer):
@@ -273,27 +213,6 @@ class MaxSubarrayBoxes(_VariantTransformer):
 
     def _n_out(self) -> int:
         return 4 * len(self.thresholds)
-
-
-def map_moments(maps: np.ndarray, sigma: float = 2.0, powers: Sequence[float] = (1, 2, 4)) -> np.ndarray:
-    """Spatial moments of each map's mass: for each power p of the (smoothed) map, the mean and standard
-    deviation of x and y and the box mean ± 2 std (8 numbers per power)."""
-    arr = np.abs(np.asarray(maps, dtype=np.float64))
-    size_y, size_x = arr.shape[1:]
-    cx, cy = (np.arange(size_x) + 0.5) / size_x, (np.arange(size_y) + 0.5) / size_y
-    out = []
-    for m in arr:
-        m = gaussian_filter(m, sigma) if sigma > 0 else m
-        row = []
-        for p in powers:
-            w = m**p + 1e-12
-            w = w / w.sum()
-            px, py = w.sum(axis=0), w.sum(axis=1)
-            mx, my = px @ cx, py @ cy
-            sx, sy = np.sqrt(px @ (cx - mx) ** 2), np.sqrt(py @ (cy - my) ** 2)
-            row += [mx, my, sx, sy, mx - 2 * sx, my - 2 * sy, mx + 2 * sx, my + 2 * sy]
-        out.append(row)
-    return np.array(out)
 
 
 class MapMoments(_VariantTransformer):
