@@ -18,4 +18,5 @@ evaluate(
     iou_threshold=e["iou_threshold"],
     title=f"CorLoc on {snakemake.wildcards.dataset} (test split)",
     skipped_path=snakemake.input.skipped,
+    fit_split=snakemake.params.fit_on["train"],
 )
