@@ -65,6 +65,13 @@ def read_voc2007(
         raise ValueError(f"image_sets must be distinct list names, got {names}")
     voc = _voc_folder(root)
     lists = [read_image_set(voc, name) for name in names]
+
+    def files(voc_id: str) -> tuple[Path, Path]:
+        return voc / "JPEGImages" / f"{voc_id}.jpg", voc / "Annotations" / f"{voc_id}.xml"
+
+    def lacking(voc_id: str) -> list[str]:
+        return [str(p.relative_to(voc)) for p in files(voc_id) if not p.is_file()]
+
     bad = BadInput(on_bad_input)
     rows: list[dict[str, object]] = []
     listed_in: dict[str, Path] = {}
@@ -75,20 +82,17 @@ def read_voc2007(
                     where = "twice" if listed_in[voc_id] == set_file else f"in {listed_in[voc_id]} too"
                     raise DatasetError(set_file, f"id {voc_id} listed {where}")
                 listed_in[voc_id] = set_file
-                xml, image = voc / "Annotations" / f"{voc_id}.xml", voc / "JPEGImages" / f"{voc_id}.jpg"
-                lacking = [str(p.relative_to(voc)) for p in (image, xml) if not p.is_file()]
-                if lacking:
-                    raise DatasetError(set_file, f"id {voc_id}: missing {' and '.join(lacking)}")
+                if missing := lacking(voc_id):
+                    reason = f"id {voc_id}: missing {' and '.join(missing)}"
+                    if on_bad_input == "fail":  # say how many more there are: a partial copy, or a wrong root?
+                        n = sum(bool(lacking(i)) for i in ids)
+                        reason += (f" ({n} of its {len(ids)} ids lack their image or annotation; "
+                                   "on_bad_input 'skip' reads the others and lists these)")
+                    raise DatasetError(set_file, reason)
+                image, xml = files(voc_id)
                 rows += xml_image_rows(
                     xml, image, f"{voc.name.lower()}/{voc_id}", one_based=True, use_difficult=use_difficult
                 )
             except DatasetError as err:
-                if bad.on_bad_input == "fail" and err.reason.startswith(f"id {voc_id}: missing"):
-                    absent = sum(not (voc / "JPEGImages" / f"{i}.jpg").is_file()
-                                 or not (voc / "Annotations" / f"{i}.xml").is_file() for i in ids)
-                    raise DatasetError(
-                        set_file, f"{err.reason} ({absent} of its {len(ids)} ids lack their image or annotation; "
-                        "on_bad_input 'skip' reads the others and lists these)"
-                    ) from None
                 bad(err)
     return make_manifest(rows), bad.frame()
