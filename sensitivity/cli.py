@@ -2,7 +2,8 @@
 
 Commands
 --------
-localize    predicted class and object box for image files, with a figure per image and a CSV.
+localize    predicted class and object box for image files and folders of images: a CSV (and a figure per
+            image).
 
 Exit codes: 0 success, 1 when some inputs failed (the others are still processed), 2 for usage errors
 (bad options, unknown model, unusable weights or regressor file).
@@ -17,7 +18,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TextIO
 
-#: CSV columns of ``localize``'s boxes.csv (box corners in pixels of the original image).
+#: CSV columns of ``localize``'s boxes.csv / --boxes-csv (box corners in pixels of the original image; ``figure``
+#: is empty when no figures are drawn).
 LOCALIZE_COLUMNS = (
     "path", "width", "height", "class_index", "class_name", "score", "x1", "y1", "x2", "y2", "method", "figure",
 )
@@ -93,6 +95,10 @@ def _unique_stem(stem: str, used: set[str]) -> str:
 #: without importing torch; tests check they agree.
 DEFAULT_SIGMA = 4.0
 DEFAULT_FRACTION = 0.2
+#: ``--out`` when neither it nor ``--boxes-csv`` is given.
+DEFAULT_OUT = "localize_out"
+#: sensitivity.localize.IMAGE_SUFFIXES, repeated for the same reason (tests check they agree).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
 def _add_localize(subparsers) -> None:
@@ -102,10 +108,15 @@ def _add_localize(subparsers) -> None:
         description=(
             "Predict the class and a bounding box of the main object of each image from its sensitivity "
             "map. Prints one tab-separated line per image (path, class index, class name, score, box "
-            "x1 y1 x2 y2 in pixels, method) and writes a figure per image and boxes.csv to --out."
+            "x1 y1 x2 y2 in pixels, method) and writes one CSV row per image: to --boxes-csv, or to "
+            "boxes.csv in --out, which also gets a figure per image."
         ),
     )
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, ...)")
+    p.add_argument("images", nargs="+", metavar="IMAGE|DIR",
+                   help="image files (JPEG, PNG, ...) and folders: a folder stands for the image files in it "
+                        f"({', '.join(IMAGE_SUFFIXES)}, any case; hidden files left out), sorted by path")
+    p.add_argument("-r", "--recursive", action="store_true",
+                   help="folders also give the images of their sub-folders")
     p.add_argument("--model", default="efficientnet_lite0", help="network name (default: %(default)s, embedded)")
     p.add_argument("--weights", default=None, metavar="PATH",
                    help="state dict to load instead of the default pretrained weights")
@@ -119,8 +130,12 @@ def _add_localize(subparsers) -> None:
                    help="heuristic: Gaussian smoothing in map pixels (default: %(default)s)")
     p.add_argument("--fraction", type=_fraction, default=DEFAULT_FRACTION,
                    help="heuristic: share of the top map pixels kept (default: %(default)s)")
-    p.add_argument("--out", default="localize_out", metavar="DIR",
-                   help="folder for figures and boxes.csv (default: %(default)s)")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help=f"folder for a figure per image and boxes.csv (default: {DEFAULT_OUT}, or none with "
+                        "--boxes-csv)")
+    p.add_argument("--boxes-csv", default=None, metavar="PATH",
+                   help="write the CSV exactly here (folders created) instead of boxes.csv in --out; without "
+                        "--out, no figures are drawn")
     p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto", help="(default: %(default)s)")
     p.add_argument("--batch-size", type=_positive_int, default=8, metavar="N",
                    help="images per forward/backward pass (default: %(default)s)")
@@ -129,10 +144,15 @@ def _add_localize(subparsers) -> None:
 
 def _run_localize(args: argparse.Namespace) -> int:
     from sensitivity.figures import plot_localization
-    from sensitivity.localize import Failure, check_regressor, iter_localize
+    from sensitivity.localize import Failure, check_regressor, expand_image_paths, iter_localize
     from sensitivity.models import UnknownModelError, WeightsError, load_model
     from sensitivity.regress import BoxRegressor
 
+    csv_path = Path(args.boxes_csv) if args.boxes_csv is not None else None
+    if csv_path is not None and csv_path.is_dir():
+        raise UsageError(f"--boxes-csv {csv_path}: is a folder (give the CSV file's path)")
+    out = Path(args.out) if args.out is not None else None if csv_path is not None else Path(DEFAULT_OUT)
+    images, empty_folders = expand_image_paths(args.images, recursive=args.recursive)
     device = _resolve_device(args.device)
     try:
         model = load_model(args.model, weights=args.weights, device=device)
@@ -149,28 +169,36 @@ def _run_localize(args: argparse.Namespace) -> int:
         _write(sys.stderr, f"no --regressor given: boxes come from the heuristic "
                            f"(Gaussian σ={args.sigma:g} map pixels, top {args.fraction * 100:g}% pixels)\n")
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    if csv_path is None:
+        csv_path = out / "boxes.csv"
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
     used_stems: set[str] = set()
-    n_failed = 0
-    with open(out / "boxes.csv", "w", newline="", encoding="utf-8") as fh:
+    n_failed = len(empty_folders)
+    for folder in empty_folders:
+        _write(sys.stderr, f"error: {folder}: folder holds no image file"
+                           f"{'' if args.recursive else ' (sub-folders are read with --recursive)'}\n")
+    with open(csv_path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(LOCALIZE_COLUMNS)
         results = iter_localize(
-            args.images, model, target=args.target, aggregate=args.aggregate, regressor=regressor,
-            sigma=args.sigma, fraction=args.fraction, batch_size=args.batch_size, keep_images=True,
+            images, model, target=args.target, aggregate=args.aggregate, regressor=regressor,
+            sigma=args.sigma, fraction=args.fraction, batch_size=args.batch_size, keep_images=out is not None,
         )
         for item in results:
             if isinstance(item, Failure):
                 n_failed += 1
                 _write(sys.stderr, f"error: {item.path}: {item.message}\n")
                 continue
-            figure = f"{_unique_stem(Path(item.path).stem or 'image', used_stems)}.png"
             x1, y1, x2, y2 = (float(v) for v in item.box_pixels)
-            title = (f"{Path(item.path).name}: {item.class_name} ({item.score:.2f}), {item.method} box, "
-                     f"{args.target} map ({args.aggregate} over channels)")
-            plot_localization(item.image, item.map, item.box_normalised, None, title, out / figure)
-            item.image = None  # free it: results stream, one batch at a time
+            figure = ""
+            if out is not None:
+                figure = f"{_unique_stem(Path(item.path).stem or 'image', used_stems)}.png"
+                title = (f"{Path(item.path).name}: {item.class_name} ({item.score:.2f}), {item.method} box, "
+                         f"{args.target} map ({args.aggregate} over channels)")
+                plot_localization(item.image, item.map, item.box_normalised, None, title, out / figure)
+                item.image = None  # free it: results stream, one batch at a time
             writer.writerow([item.path, item.width, item.height, item.class_index, item.class_name,
                              f"{item.score:.6f}", f"{x1:.2f}", f"{y1:.2f}", f"{x2:.2f}", f"{y2:.2f}",
                              item.method, figure])
@@ -179,7 +207,8 @@ def _run_localize(args: argparse.Namespace) -> int:
                                f"{x1:.1f} {y1:.1f} {x2:.1f} {y2:.1f}\t{item.method}\n")
             sys.stdout.flush()
     if n_failed:
-        _write(sys.stderr, f"{n_failed} of {len(args.images)} images failed\n")
+        total = len(images) + len(empty_folders)
+        _write(sys.stderr, f"{n_failed} of {total} inputs failed\n")
     return 1 if n_failed else 0
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from os import PathLike
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -35,6 +36,38 @@ DEFAULT_SIGMA = 4.0
 DEFAULT_FRACTION = 0.2
 
 Method = Literal["regression", "heuristic"]
+
+#: File name endings (case-insensitive) taken as images when a folder is expanded.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+def expand_image_paths(
+    paths: Iterable[str | PathLike[str]], recursive: bool = False
+) -> tuple[list[str], list[str]]:
+    """Replace each folder in ``paths`` by the image files in it; files are kept as given.
+
+    A folder gives its files ending in one of :data:`IMAGE_SUFFIXES` (any case), sorted by path, without
+    hidden ones (names starting with "."); ``recursive`` adds those of its sub-folders (hidden folders
+    left out). Paths that are neither folders nor existing files are kept, so that reading them reports
+    them. Returns ``(image paths, folders that held no image)``.
+    """
+    out: list[str] = []
+    empty: list[str] = []
+    for raw in paths:
+        path = Path(raw)
+        if not path.is_dir():
+            out.append(str(raw))
+            continue
+        candidates = path.rglob("*") if recursive else path.iterdir()
+        found = sorted(
+            p for p in candidates
+            if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+            and not any(part.startswith(".") for part in p.relative_to(path).parts)
+        )
+        out += [str(p) for p in found]
+        if not found:
+            empty.append(str(raw))
+    return out, empty
 
 
 @dataclass
@@ -250,8 +283,10 @@ __all__ = [
     "DEFAULT_FRACTION",
     "DEFAULT_SIGMA",
     "Failure",
+    "IMAGE_SUFFIXES",
     "Localization",
     "check_regressor",
+    "expand_image_paths",
     "iter_localize",
     "localize_images",
 ]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -292,6 +293,105 @@ def test_cli_defaults_match_the_library():
     from sensitivity import localize
 
     assert (cli.DEFAULT_SIGMA, cli.DEFAULT_FRACTION) == (localize.DEFAULT_SIGMA, localize.DEFAULT_FRACTION)
+    assert cli.IMAGE_SUFFIXES == localize.IMAGE_SUFFIXES
+
+
+def test_expand_image_paths(tmp_path):
+    from sensitivity.localize import expand_image_paths
+
+    for name in ("b.JPG", "a.png", "c.jpeg", "notes.txt", ".hidden.jpg", "sub/d.jpg", ".cache/e.jpg"):
+        (tmp_path / "photos" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "photos" / name).write_bytes(b"x")
+    (tmp_path / "empty").mkdir()
+    photos = tmp_path / "photos"
+    found, empty = expand_image_paths([photos, "x.gif", tmp_path / "empty"])
+    assert found == [str(photos / n) for n in ("a.png", "b.JPG", "c.jpeg")] + ["x.gif"]
+    assert empty == [str(tmp_path / "empty")]
+    found, _ = expand_image_paths([photos], recursive=True)
+    assert found == [str(photos / n) for n in ("a.png", "b.JPG", "c.jpeg", "sub/d.jpg")]
+
+
+@pytest.fixture(scope="module")
+def fitted_regressor(tmp_path_factory, make_demo_subset, lite0):
+    """A BoxRegressor fitted, as the workflow does, on real gestalt/max maps (pooled to 56²) of 10 demo photos
+    (5 kangaroos, 5 raccoons) and their annotated boxes (the largest one per image)."""
+    from sensitivity.boxes import largest_box
+    from sensitivity.datasets import read_folder_dataset
+    from sensitivity.localize import localize_images
+    from sensitivity.maps import pool_maps
+    from sensitivity.regress import BoxRegressor
+
+    root = tmp_path_factory.mktemp("fit")
+    manifest, _ = read_folder_dataset(make_demo_subset(root / "data", 5))
+    done, failed = localize_images(manifest["path"], lite0, target="gestalt", aggregate="max", batch_size=10)
+    assert not failed
+    maps = pool_maps(torch.from_numpy(np.stack([d.map for d in done])), 56).numpy()
+    targets = np.stack([largest_box(np.asarray(json.loads(b))) for b in manifest["boxes"]])
+    path = root / "regressor.npz"
+    BoxRegressor(pool=7, normalize="max", alpha=1.0).fit(maps, targets).save(path)
+    return path
+
+
+def test_folder_with_regressor_to_boxes_csv(fitted_regressor, lite0, tmp_path, monkeypatch):
+    """`localize DIR --regressor FILE --boxes-csv OUT.csv`: one row per image of the folder (sorted), boxes in
+    the original images' pixels, the CSV exactly at OUT.csv, and no figures (no --out)."""
+    from sensitivity.localize import localize_images
+    from sensitivity.regress import BoxRegressor
+
+    photos = tmp_path / "photos"
+    (photos / "more").mkdir(parents=True)
+    held_out = [DEMO / "kangaroo" / "images" / "00182.jpg", DEMO / "raccoon" / "images" / "raccoon-98.jpg"]
+    for source in held_out:
+        shutil.copy(source, photos / source.name)
+    shutil.copy(RACCOON, photos / "more" / RACCOON.name)
+    (photos / "README.txt").write_text("not an image")
+    monkeypatch.chdir(tmp_path)
+    out_csv = tmp_path / "results" / "boxes" / "held_out.csv"
+    argv = ["localize", str(photos), "--regressor", str(fitted_regressor), "--boxes-csv", str(out_csv),
+            "--target", "gestalt", "--aggregate", "max", "--device", "cpu"]
+    code, stdout, stderr = run(argv)
+    assert code == 0, stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photos", "results"]  # no figure folder
+    assert [p.name for p in out_csv.parent.iterdir()] == ["held_out.csv"]
+    with open(out_csv, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    expected_paths = [str(photos / "00182.jpg"), str(photos / "raccoon-98.jpg")]
+    assert [r["path"] for r in rows] == expected_paths and len(stdout.splitlines()) == 2
+    assert [(r["method"], r["figure"]) for r in rows] == [("regression", ""), ("regression", "")]
+    regressor = BoxRegressor.load(fitted_regressor)
+    library, _ = localize_images(expected_paths, lite0, target="gestalt", aggregate="max", regressor=regressor)
+    for row, loc, source in zip(rows, library, held_out):
+        with Image.open(source) as original:
+            assert (int(row["width"]), int(row["height"])) == original.size == (loc.width, loc.height)
+        box = [float(row[k]) for k in ("x1", "y1", "x2", "y2")]
+        w, h = loc.width, loc.height
+        np.testing.assert_allclose(box, loc.box_normalised * [w, h, w, h], atol=0.01)
+        assert row["class_name"] == loc.class_name
+
+    # --recursive adds the sub-folder's image; with --out the figures are drawn there, the CSV stays put
+    code, stdout, stderr = run([*argv, "--recursive", "--out", str(tmp_path / "figures")])
+    assert code == 0, stderr
+    with open(out_csv, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    in_more = str(photos / "more" / RACCOON.name)  # sorted by path: photos/more/... before photos/raccoon-98.jpg
+    assert [r["path"] for r in rows] == [expected_paths[0], in_more, expected_paths[1]]
+    assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == ["00182.png", "raccoon-12.png",
+                                                                      "raccoon-98.png"]
+    for row in rows:
+        check_row(row, tmp_path / "figures")
+
+
+def test_folder_without_images_is_reported(tmp_path):
+    (tmp_path / "empty").mkdir()
+    out_csv = tmp_path / "boxes.csv"
+    code, stdout, stderr = run(["localize", str(tmp_path / "empty"), str(RACCOON), "--boxes-csv", str(out_csv)])
+    assert code == 1
+    assert f"error: {tmp_path / 'empty'}: folder holds no image file" in stderr and "1 of 2 inputs failed" in stderr
+    assert stdout.startswith(f"{RACCOON}\t")
+    with open(out_csv, newline="", encoding="utf-8") as fh:
+        assert [r["path"] for r in csv.DictReader(fh)] == [str(RACCOON)]
+    code, _, stderr = run(["localize", str(RACCOON), "--boxes-csv", str(tmp_path)])
+    assert code == 2 and "is a folder" in stderr
 
 
 def test_localize_images_library(tmp_path):

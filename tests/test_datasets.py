@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from sensitivity.boxes import correct_localizations
 from sensitivity.datasets import (
     MANIFEST_COLUMNS,
     DatasetError,
@@ -26,6 +27,7 @@ from sensitivity.datasets import (
     validate_manifest,
     write_manifest,
 )
+from sensitivity.pipeline.split import list_split
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 needs_shared = pytest.mark.skipif(
@@ -116,17 +118,25 @@ def test_real_raccoon_and_kangaroo_as_one_folder_dataset(tmp_path: Path) -> None
     pd.testing.assert_frame_equal(read_manifest(tmp_path / "m.csv"), df)
 
 
+VOC_SAMPLE_IDS = ("000342", "001763", "003123", "004545", "008591")  # all five in the official test list
+
+
+@pytest.mark.shared
 @needs_shared
 def test_real_voc2007_test_sample() -> None:
-    with pytest.raises(DatasetError, match=r"test\.txt.*4947 of 4952"):
+    voc = (SHARED / "voc2007").absolute()
+    test_list = voc / "ImageSets" / "Main" / "test.txt"
+    with pytest.raises(DatasetError, match=r"test\.txt: id 000001: missing JPEGImages/000001\.jpg and "
+                                           r"Annotations/000001\.xml \(4947 of its 4952 ids"):
         read_voc2007(SHARED / "voc2007", "test")
-    df, skipped = read_voc2007(SHARED / "voc2007", "test", missing="ignore")
-    assert skipped.empty and df["image_id"].nunique() == 5
-    assert set(df["image_id"]) == {f"voc2007/{i}" for i in ("000342", "001763", "003123", "004545", "008591")}
+    df, skipped = read_voc2007(SHARED / "voc2007", "test", on_bad_input="skip")
+    assert len(skipped) == 4947 and set(skipped["path"]) == {str(test_list)}
+    assert skipped["reason"].iloc[0] == "id 000001: missing JPEGImages/000001.jpg and Annotations/000001.xml"
+    assert set(df["image_id"]) == {f"voc2007/{i}" for i in VOC_SAMPLE_IDS}
     # 5 difficult boxes: 4 are a class's only boxes in their image (those pairs go), 1 is a second horse
     assert len(df) == 12 and n_boxes(df).sum() == 29 and df["difficult_dropped"].sum() == 1
     assert df.set_index(["image_id", "label"]).loc[("voc2007/004545", "horse"), "difficult_dropped"] == 1
-    full, _ = read_voc2007(SHARED / "voc2007", "test", missing="ignore", use_difficult=True)
+    full, _ = read_voc2007(SHARED / "voc2007", "test", on_bad_input="skip", use_difficult=True)
     assert len(full) == 16 and n_boxes(full).sum() == 34
     assert n_boxes(full).groupby(full["label"]).sum().to_dict() == {
         "bottle": 4, "car": 1, "cat": 1, "chair": 2, "diningtable": 2,
@@ -135,6 +145,54 @@ def test_real_voc2007_test_sample() -> None:
     # 000342: tvmonitor (difficult) xmin=2 ymin=97 xmax=427 ymax=341 in a 500x375 image
     tv = boxes(full[full["image_id"] == "voc2007/000342"], "tvmonitor")
     np.testing.assert_allclose(tv, [[1 / 500, 96 / 375, 427 / 500, 341 / 375]])
+
+
+@pytest.mark.shared
+@needs_shared
+def test_real_voc2007_official_lists_decide_the_splits() -> None:
+    """train.txt / val.txt / test.txt → train / val / test; the sample's 5 images are all test images."""
+    voc = (SHARED / "voc2007").absolute()
+    with pytest.raises(DatasetError, match=r"ImageSets/Main/train\.txt: id 000012: missing .*2501 of its 2501"):
+        read_voc2007(SHARED / "voc2007")  # the official lists, in order train, val, test
+    df, skipped = read_voc2007(SHARED / "voc2007", on_bad_input="skip")
+    assert len(df) == 12 and df["image_id"].nunique() == 5
+    per_list = skipped["path"].map(lambda p: Path(p).name).value_counts().to_dict()
+    assert per_list == {"train.txt": 2501, "val.txt": 2510, "test.txt": 4947}
+    assert skipped["reason"].str.fullmatch(r"id (\d{6}): missing JPEGImages/\1\.jpg and Annotations/\1\.xml").all()
+    # one row per image and class it contains: 004545 holds a horse, two people, a dog and a car
+    assert df.loc[df["image_id"] == "voc2007/004545", "label"].tolist() == ["car", "dog", "horse", "person"]
+    assert n_boxes(df[df["image_id"] == "voc2007/004545"]).tolist() == [1, 1, 1, 2]
+
+    official = {"train": "train", "val": "val", "test": "test"}
+    split = list_split(df, voc, official, needed=["test"])
+    assert split.to_dict() == {f"voc2007/{i}": "test" for i in VOC_SAMPLE_IDS}
+    with pytest.raises(ValueError, match=r"train\.txt: the train split is empty: none of the 2501 ids.*fit_on_test"):
+        list_split(df, voc, official)
+    # a list per split: naming one list for two splits, or an image in two lists, is an error
+    with pytest.raises(ValueError, match=r"test\.txt: id 000001 is also in the val list"):
+        list_split(df, voc, {"train": "train", "val": "test", "test": "test"}, needed=["test"])
+    with pytest.raises(ValueError, match="distinct"):
+        read_voc2007(voc, ["test", "test"])
+
+
+@pytest.mark.shared
+@needs_shared
+def test_real_voc2007_difficult_objects_are_ignored_for_corloc() -> None:
+    """VOC protocol: a difficult object is not ground truth. A box on it alone is not correct, and an
+    image whose objects of a class are all difficult is not counted for that class."""
+    df, _ = read_voc2007(SHARED / "voc2007", "test", on_bad_input="skip")
+    rows = df.set_index(["image_id", "label"])
+    # tvmonitor is difficult in both images that have one, chair in both: no row, nothing to find
+    assert "tvmonitor" not in set(df["label"]) and "chair" not in set(df["label"])
+    # 004545 horse: one plain horse (213 69 427 375) and one difficult (170 135 203 170), 500x375
+    gt = np.asarray(json.loads(rows.loc[("voc2007/004545", "horse"), "boxes"]))
+    on_plain = [212 / 500, 68 / 375, 427 / 500, 1.0]
+    on_difficult = [169 / 500, 134 / 375, 203 / 500, 170 / 375]
+    assert correct_localizations(np.array([on_plain, on_difficult]), [gt, gt]).tolist() == [True, False]
+    with_difficult, _ = read_voc2007(SHARED / "voc2007", "test", on_bad_input="skip", use_difficult=True)
+    gt_all = np.asarray(json.loads(with_difficult.set_index(["image_id", "label"]).loc[
+        ("voc2007/004545", "horse"), "boxes"]))
+    assert correct_localizations(np.array([on_difficult]), [gt_all]).tolist() == [True]
 
 
 @needs_shared
@@ -235,8 +293,9 @@ def test_synset_mapping_file(tmp_path: Path) -> None:
 
 def test_vocdevkit_layout_with_difficult_and_missing_ids(tmp_path: Path) -> None:
     voc = tmp_path / "VOCdevkit" / "VOC2007"
-    (voc / "ImageSets" / "Main").mkdir(parents=True)
-    (voc / "ImageSets" / "Main" / "trainval.txt").write_text("000005\n000007\n000009\n")
+    main = voc / "ImageSets" / "Main"
+    main.mkdir(parents=True)
+    (main / "trainval.txt").write_text("000005\n000007\n000009\n")
     sizes = [photo(voc / "JPEGImages" / f"{i}.jpg", k) for k, i in enumerate(("000005", "000007"))]
     (w, h), (w2, h2) = sizes
     voc_xml(
@@ -245,28 +304,40 @@ def test_vocdevkit_layout_with_difficult_and_missing_ids(tmp_path: Path) -> None
         [("chair", (1, 1, 10, 10)), ("chair", (2, 2, 20, 20), 1), ("person", (5, 5, w, h))],
     )
     voc_xml(voc / "Annotations" / "000007.xml", (w2, h2), [("car", (3, 3, 30, 30), 1)])
-    with pytest.raises(DatasetError, match=r"trainval\.txt.*000009"):
-        read_voc2007(tmp_path / "VOCdevkit")
-    df, skipped = read_voc2007(tmp_path / "VOCdevkit", missing="ignore")
-    assert skipped.empty
+    # a listed id without its files is bad input, named by list file and id: an error, or a skipped row
+    with pytest.raises(DatasetError, match=r"trainval\.txt: id 000009: missing JPEGImages/000009\.jpg and "
+                                           r"Annotations/000009\.xml \(1 of its 3 ids"):
+        read_voc2007(tmp_path / "VOCdevkit", "trainval")
+    df, skipped = read_voc2007(tmp_path / "VOCdevkit", "trainval", on_bad_input="skip")
+    assert skipped.values.tolist() == [
+        [str(main.absolute() / "trainval.txt"), "id 000009: missing JPEGImages/000009.jpg and Annotations/000009.xml"]
+    ]
     assert df[["image_id", "label", "difficult_dropped"]].values.tolist() == [
         ["voc2007/000005", "chair", 1],
         ["voc2007/000005", "person", 0],
-    ]
+    ]  # 000007's only object is difficult: no row
     assert n_boxes(df).tolist() == [1, 1]
-    full, _ = read_voc2007(voc, missing="ignore", use_difficult=True)
+    full, _ = read_voc2007(voc, "trainval", on_bad_input="skip", use_difficult=True)
     assert full[["label", "difficult_dropped"]].values.tolist() == [["chair", 0], ["person", 0], ["car", 0]]
     assert n_boxes(full).tolist() == [2, 1, 1]
-    # an id with its image but no XML is bad input, not "absent"
+    # the image without its XML (or the XML without its image) is named the same way
     (voc / "Annotations" / "000007.xml").unlink()
-    with pytest.raises(DatasetError, match=r"000007\.xml: missing annotation"):
-        read_voc2007(voc, missing="ignore")
-    df, skipped = read_voc2007(voc, missing="ignore", on_bad_input="skip")
-    assert skipped["path"].tolist() == [str(voc.absolute() / "Annotations" / "000007.xml")]
-    (voc / "ImageSets" / "Main" / "trainval.txt").write_text("000005\n000005\n")
-    with pytest.raises(DatasetError, match="listed twice"):
-        read_voc2007(voc)
-    assert read_voc2007(voc, on_bad_input="skip")[1]["reason"].str.contains("listed twice").all()
+    (main / "trainval.txt").write_text("000005\n000007\n")
+    with pytest.raises(DatasetError, match=r"trainval\.txt: id 000007: missing Annotations/000007\.xml \("):
+        read_voc2007(voc, "trainval")
+    assert read_voc2007(voc, "trainval", on_bad_input="skip")[1]["reason"].tolist() == [
+        "id 000007: missing Annotations/000007.xml"
+    ]
+    (main / "trainval.txt").write_text("000005\n000005\n")
+    with pytest.raises(DatasetError, match="id 000005 listed twice"):
+        read_voc2007(voc, "trainval")
+    assert read_voc2007(voc, "trainval", on_bad_input="skip")[1]["reason"].str.contains("listed twice").all()
+    (main / "trainval.txt").write_text("000005\n")
+    (main / "test.txt").write_text("000005\n")  # an id in two lists
+    with pytest.raises(DatasetError, match=r"test\.txt: id 000005 listed in .*trainval\.txt too"):
+        read_voc2007(voc, ["trainval", "test"], on_bad_input="fail")
+    with pytest.raises(DatasetError, match=r"image set 'train' not found"):
+        read_voc2007(voc)  # the official train, val and test lists by default
 
 
 def test_csv_boxes_match_xml_folder(tmp_path: Path) -> None:

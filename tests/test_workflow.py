@@ -393,3 +393,53 @@ def test_killed_extraction_process_leaves_only_a_partial_store(small_manifest, t
     with pytest.raises(StoreError):
         MapStore(store)
     # (that a rerun replaces the leftover .partial by a whole, identical store is tested above)
+
+
+# --- PASCAL VOC 2007 in the devkit layout, split by its official lists (plumbing on the shared sample) ---
+
+SHARED = REPO.parent / "shared"
+
+
+@pytest.fixture(scope="module")
+def voc_sample_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """configs/voc2007_sample.yaml as documented, in a project copy that sees ../shared like the checkout."""
+    if not (SHARED / "data" / "voc2007").is_dir():
+        pytest.skip(f"{SHARED / 'data' / 'voc2007'} is absent (fresh clone without the shared folder)")
+    parent = tmp_path_factory.mktemp("voc")
+    workdir = copy_project(parent / "project")
+    (parent / "shared").symlink_to(SHARED, target_is_directory=True)
+    (workdir / "configs").mkdir()
+    shutil.copy2(REPO / "configs" / "voc2007_sample.yaml", workdir / "configs")
+    (workdir / "one_shard.yaml").write_text("extraction:\n  shards: 1\n")  # 5 images: one model load
+    configs = ("configs/voc2007_sample.yaml", "one_shard.yaml")
+    result = snakemake(workdir, "results/voc2007_corloc.csv", configs=configs)
+    return workdir, result
+
+
+@pytest.mark.slow
+@pytest.mark.shared
+def test_voc2007_sample_runs_on_the_official_lists(voc_sample_run, tmp_path) -> None:
+    workdir, result = voc_sample_run
+    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
+    results = workdir / "results"
+    ids = ["000342", "001763", "003123", "004545", "008591"]
+    assert read_split(results / "voc2007" / "split.csv").to_dict() == {f"voc2007/{i}": "test" for i in ids}
+    skipped = pd.read_csv(results / "voc2007_skipped.csv")
+    assert len(skipped) == 2501 + 2510 + 4947 and set(skipped["stage"]) == {"manifest"}
+    assert skipped["path"].map(lambda p: Path(p).name).value_counts().to_dict() == \
+        {"train.txt": 2501, "val.txt": 2510, "test.txt": 4947}
+    summary = json.loads((results / "voc2007" / "fit_summary.json").read_text())
+    assert (summary["fitted_on"], summary["chosen_on"], summary["n_train_rows"]) == ("test", "test", 12)
+    table = pd.read_csv(results / "voc2007_corloc.csv")
+    assert table["class"].tolist()[-1] == "Average" and table["n_images"].iloc[-1] == 12
+    assert "tvmonitor" not in set(table["class"]) and "chair" not in set(table["class"])  # difficult only
+    markdown = (results / "voc2007_corloc.md").read_text()
+    assert "not a held-out result" in markdown and "9958 input(s) skipped" in markdown
+
+    # without fit_on_test, the empty train split stops the run at the split stage, naming the list
+    override = tmp_path / "no_fit_on_test.yaml"
+    override.write_text("datasets:\n  voc2007:\n    fit_on_test: false\n")
+    failed = snakemake(workdir, "results/voc2007_corloc.csv",
+                       configs=("configs/voc2007_sample.yaml", "one_shard.yaml", override), timeout=120)
+    log = (workdir / "logs" / "voc2007" / "split.log").read_text()
+    assert failed.returncode != 0 and "train.txt: the train split is empty" in log, log

@@ -25,11 +25,12 @@ from .manifest import (
     write_manifest,
 )
 from .split import split_manifest
-from .voc import find_voc_root, read_voc2007
+from .voc import OFFICIAL_IMAGE_SETS, find_voc_root, read_image_set, read_voc2007
 from .voc_xml import VocAnnotation, VocObject, parse_voc_xml
 
 __all__ = [
     "MANIFEST_COLUMNS",
+    "OFFICIAL_IMAGE_SETS",
     "SKIPPED_COLUMNS",
     "ChecksumError",
     "DatasetError",
@@ -49,6 +50,7 @@ __all__ = [
     "read_csv_boxes",
     "read_folder_dataset",
     "read_imagenet",
+    "read_image_set",
     "read_manifest",
     "read_synset_mapping",
     "read_voc2007",

@@ -190,22 +190,15 @@ def ensemble(outcomes: Sequence[Outcome], k: int, val_rows: MapBank, test: MapBa
                                                                                       for v in o.map_variants})))
 
 
-def seed_splits(manifest_path: str | Path, fractions: Sequence[float], seeds: Sequence[int],
-                official_test: set[str] | None = None) -> pd.DataFrame:
+def seed_splits(manifest_path: str | Path, fractions: Sequence[float] | None, seeds: Sequence[int],
+                official: pd.Series | None = None) -> pd.DataFrame:
     """``image_id`` and one ``seed<k>`` column of train/val/test per seed, as the workflow's split rule
-    makes them (with ``official_test`` ids, VOC-style: those are test, the rest is split train/val)."""
+    makes them. ``official`` (``image_id`` → split, from VOC's official lists) is used for every seed:
+    such a split does not depend on the seed."""
     manifest = read_manifest(manifest_path)
     out = pd.DataFrame({"image_id": manifest["image_id"].unique()})
     for seed in seeds:
-        if official_test is None:
-            split = split_manifest(manifest, fractions, seed)
-        else:
-            short = manifest["image_id"].str.rsplit("/", n=1).str[-1]
-            is_test = short.isin(official_test)
-            train, val = fractions[0], fractions[1]
-            fit_part = split_manifest(manifest[~is_test], (train / (train + val), val / (train + val), 0.0), seed)
-            test_ids = manifest.loc[is_test, "image_id"].unique()
-            split = pd.concat([fit_part, pd.Series("test", index=pd.Index(test_ids, name="image_id"))])
+        split = split_manifest(manifest, fractions, seed) if official is None else official
         out[f"seed{seed}"] = out["image_id"].map(split)
     return out
 

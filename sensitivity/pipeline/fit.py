@@ -41,11 +41,18 @@ def validation_corloc(models: list[BoxRegressor], val: RowMaps, threshold: float
 
 def fit_regressor(manifest_path: str | Path, split_path: str | Path, stores: list[str], model_path: str | Path,
                   summary_path: str | Path, grid: dict, solver: str = "ridge", sgd: dict | None = None,
-                  iou_threshold: float = 0.5, batch_size: int = 1024) -> BoxRegressor:
-    """Fit all candidates on train, keep the best on val (ties: first in grid order), save it and a summary."""
+                  iou_threshold: float = 0.5, batch_size: int = 1024, train_split: str = "train",
+                  val_split: str = "val") -> BoxRegressor:
+    """Fit all candidates on train, keep the best on val (ties: first in grid order), save it and a summary.
+
+    ``train_split`` / ``val_split`` name the splits used for fitting and choosing: ``"test"`` for both is the
+    ``fit_on_test`` plumbing mode of test-only samples (the summary records it).
+    """
     rows = labelled_rows(manifest_path, split_path)
-    train = RowMaps(stores, rows[rows["split"] == "train"], batch_size)
-    val = RowMaps(stores, rows[rows["split"] == "val"], batch_size)
+    if not (rows["split"] == train_split).any():
+        raise ValueError(f"{split_path}: the {train_split} split has no image; cannot fit a box model")
+    train = RowMaps(stores, rows[rows["split"] == train_split], batch_size)
+    val = RowMaps(stores, rows[rows["split"] == val_split], batch_size)
     models = candidate_models(grid, solver, sgd or {}, train)
     scores = validation_corloc(models, val, iou_threshold)
     best = models[int(np.argmax(scores))]
@@ -57,7 +64,9 @@ def fit_regressor(manifest_path: str | Path, split_path: str | Path, stores: lis
         "chosen": {key: best.get_params()[key] for key in keys} | {"solver": solver},
         "val_corloc": float(scores.max()),
         "n_train_rows": int(best.n_samples_seen_),
-        "n_val_rows": int((rows["split"] == "val").sum()),
+        "n_val_rows": int((rows["split"] == val_split).sum()),
+        "fitted_on": train_split,
+        "chosen_on": val_split,
         "candidates": [{key: m.get_params()[key] for key in keys} | {"val_corloc": float(s)}
                        for m, s in zip(models, scores)],
     }

@@ -6,12 +6,23 @@ from pathlib import Path
 
 import pandas as pd
 
-from sensitivity.datasets import read_csv_boxes, read_folder_dataset, read_imagenet, read_voc2007, write_manifest
+from sensitivity.datasets import (
+    OFFICIAL_IMAGE_SETS,
+    read_csv_boxes,
+    read_folder_dataset,
+    read_imagenet,
+    read_voc2007,
+    write_manifest,
+)
 from sensitivity.datasets.manifest import SKIPPED_COLUMNS
 
 
 def read_dataset(spec: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Dispatch on ``spec["kind"]`` (folder | csv | voc2007 | imagenet); returns ``(manifest, skipped)``."""
+    """Dispatch on ``spec["kind"]`` (folder | csv | voc2007 | imagenet); returns ``(manifest, skipped)``.
+
+    voc2007 reads the images of its train, val and test lists (``image_sets``, by default the official
+    ``ImageSets/Main/{train,val,test}.txt``); the split stage assigns them by the same lists.
+    """
     kind = spec["kind"]
     common = {"on_bad_input": spec.get("on_bad_input", "fail")}
     if kind == "folder":
@@ -20,11 +31,9 @@ def read_dataset(spec: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
     if kind == "csv":
         return read_csv_boxes(spec["csv"], spec["images"], **common)
     if kind == "voc2007":
-        parts = [read_voc2007(spec["root"], image_set, missing=spec.get("missing", "error"),
-                              use_difficult=spec.get("use_difficult", False), **common)
-                 for image_set in (spec.get("fit_set", "trainval"), spec.get("test_set", "test"))]
-        return (pd.concat([p[0] for p in parts], ignore_index=True),
-                pd.concat([p[1] for p in parts], ignore_index=True))
+        sets = spec.get("image_sets")
+        names = [sets[split] for split in ("train", "val", "test")] if sets else OFFICIAL_IMAGE_SETS
+        return read_voc2007(spec["root"], names, use_difficult=spec.get("use_difficult", False), **common)
     if kind == "imagenet":
         parts = [read_imagenet(spec["root"], split=part, layout=spec.get("layout", "auto"),
                                use_difficult=spec.get("use_difficult", False), **common)

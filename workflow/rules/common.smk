@@ -8,13 +8,33 @@ from snakemake.utils import validate
 validate(config, "../schemas/config.schema.yaml")
 
 DATASET_DEFAULTS = {
-    "split": {"fractions": [0.75, 0.125, 0.125], "seed": 0},
     "target": "gestalt",
     "aggregate": "max",
     "synset_mapping": None,
     "use_difficult": False,
 }
+SPLIT_DEFAULTS = {"fractions": [0.75, 0.125, 0.125], "seed": 0}
+# voc2007: the split each official ImageSets/Main list makes.
+VOC_IMAGE_SETS = {"train": "train", "val": "val", "test": "test"}
+VOC_ONLY = ("image_sets", "fit_on_test")
 REPO = Path(workflow.basedir)
+
+
+def check_kind_keys(datasets):
+    """Reject keys that the dataset's kind would not read, rather than ignoring them."""
+    for name, entry in datasets.items():
+        if entry["kind"] == "voc2007":
+            if "split" in entry:
+                raise ValueError(f"datasets.{name}.split: a voc2007 dataset is split by its official lists "
+                                 "(`image_sets`), not by fractions; remove `split`")
+            names = list((VOC_IMAGE_SETS | entry.get("image_sets", {})).values())
+            if len(set(names)) < len(names):
+                raise ValueError(f"datasets.{name}.image_sets: each split needs its own list, got {names}")
+        elif extra := [key for key in VOC_ONLY if key in entry]:
+            raise ValueError(f"datasets.{name}: only kind voc2007 reads {' and '.join(extra)}")
+
+
+check_kind_keys(config["datasets"])
 
 
 wildcard_constraints:
@@ -41,14 +61,17 @@ def dataset(name):
     entry = config["datasets"][name]
     spec = DATASET_DEFAULTS | kind_defaults(entry) | {"on_bad_input": config["on_bad_input"]} | entry
     # YAML reads `class_source: true` as a boolean
-    class_source = "true" if spec["class_source"] in (True, "true") else spec["class_source"]
-    return spec | {"split": DATASET_DEFAULTS["split"] | spec["split"], "class_source": class_source}
+    spec["class_source"] = "true" if spec["class_source"] in (True, "true") else spec["class_source"]
+    if spec["kind"] == "voc2007":
+        return spec | {"image_sets": VOC_IMAGE_SETS | entry.get("image_sets", {}),
+                       "fit_on_test": entry.get("fit_on_test", False)}
+    return spec | {"split": SPLIT_DEFAULTS | entry.get("split", {})}
 
 
 def reading_params(wildcards):
     """Everything that decides which images and boxes a dataset has (the manifest's inputs)."""
-    keep = ("kind", "roots", "class_from", "csv", "images", "root", "fit_set", "test_set", "parts",
-            "layout", "missing", "use_difficult", "on_bad_input")
+    keep = ("kind", "roots", "class_from", "csv", "images", "root", "image_sets", "parts", "layout",
+            "use_difficult", "on_bad_input")
     return {key: value for key, value in dataset(wildcards.dataset).items() if key in keep}
 
 
@@ -59,10 +82,19 @@ def dataset_root_input(wildcards):
 
 
 def split_params(wildcards):
+    """voc2007: the official lists (all three splits needed unless fit_on_test); else seeded fractions."""
     spec = dataset(wildcards.dataset)
-    return {"fractions": spec["split"]["fractions"], "seed": spec["split"]["seed"],
-            "official_test": spec["kind"] == "voc2007", "root": spec.get("root"),
-            "test_set": spec.get("test_set", "test")}
+    if spec["kind"] == "voc2007":
+        return {"method": "lists", "root": spec["root"], "image_sets": spec["image_sets"],
+                "needed": ["test"] if spec["fit_on_test"] else ["train", "val", "test"]}
+    return {"method": "fractions", "fractions": spec["split"]["fractions"], "seed": spec["split"]["seed"]}
+
+
+def fit_splits(wildcards):
+    """The splits the box model is fitted on and chosen on: train and val, or test itself (fit_on_test)."""
+    if dataset(wildcards.dataset).get("fit_on_test"):
+        return {"train": "test", "val": "test"}
+    return {"train": "train", "val": "val"}
 
 
 def map_params(wildcards):

@@ -18,6 +18,7 @@ rule evaluate:
         markdown="results/{dataset}_corloc.md",
     params:
         evaluation=config["evaluation"],
+        fit_on=fit_splits,
     log:
         "logs/{dataset}/evaluate.log",
     conda:

@@ -13,6 +13,7 @@ rule fit_regressor:
     params:
         regression=config["regression"],
         iou_threshold=config["evaluation"]["iou_threshold"],
+        fit_on=fit_splits,
     log:
         "logs/{dataset}/fit.log",
     benchmark:

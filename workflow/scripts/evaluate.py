@@ -19,4 +19,5 @@ evaluate(
     title=f"CorLoc on {snakemake.wildcards.dataset} (test split)",
     skipped_path=snakemake.input.skipped,
     classifier_path=snakemake.input.classifier[0] if snakemake.input.classifier else None,
+    fit_split=snakemake.params.fit_on["train"],
 )

@@ -15,4 +15,6 @@ fit_regressor(
     solver=r["solver"],
     sgd=r["sgd"] if r["solver"] == "sgd" else None,
     iou_threshold=snakemake.params.iou_threshold,
+    train_split=snakemake.params.fit_on["train"],
+    val_split=snakemake.params.fit_on["val"],
 )

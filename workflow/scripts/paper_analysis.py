@@ -9,7 +9,8 @@ import pickle  # noqa: E402
 from sensitivity.paper.bank import MAP_VARIANTS, load_bank  # noqa: E402
 from sensitivity.paper.experiments import run_analysis, seed_splits  # noqa: E402
 from sensitivity.paper.variants import study_variants  # noqa: E402
-from sensitivity.pipeline.split import voc_test_ids  # noqa: E402
+from sensitivity.datasets import read_manifest  # noqa: E402
+from sensitivity.pipeline.split import list_split  # noqa: E402
 
 log = logging.getLogger("paper_analysis")
 p = snakemake.params
@@ -17,8 +18,10 @@ stores = {v: list(snakemake.input[f"maps_{v}"]) for v in MAP_VARIANTS}
 bank = load_bank(snakemake.input.manifest, stores)
 log.info("%d rows with maps in all variants; %d images without: %s", len(bank.rows), len(bank.missing), bank.missing)
 split = p.split
-official = voc_test_ids(split["root"], split["test_set"]) if split["official_test"] else None
-splits = seed_splits(snakemake.input.manifest, split["fractions"], p.paper["seeds"], official)
+# The paper analysis always fits on train and chooses on val, so a list split needs all three.
+official = (list_split(read_manifest(snakemake.input.manifest), split["root"], split["image_sets"])
+            if split["method"] == "lists" else None)
+splits = seed_splits(snakemake.input.manifest, split.get("fractions"), p.paper["seeds"], official)
 splits.to_csv(snakemake.output.splits, index=False)
 heuristic = p.evaluation["heuristic"]
 variants = study_variants(p.primary, p.regression["grid"], (heuristic["sigma"], heuristic["fraction"]))
@@ -37,7 +40,7 @@ summary = {
     "preprocessing": attributes.get("preprocessing"), "map_size": attributes.get("map_size"),
     "package_version": attributes.get("package_version"),
     "n_rows": len(bank.rows), "n_images": int(bank.rows["image_id"].nunique()),
-    "images_without_maps": bank.missing, "seeds": p.paper["seeds"], "split_fractions": split["fractions"],
+    "images_without_maps": bank.missing, "seeds": p.paper["seeds"], "split_fractions": split.get("fractions"),
     "best_variant_seed0": out["predictions"].attrs.get("best"), "iou_threshold": p.evaluation["iou_threshold"],
     "cv_folds": p.paper.get("cv_folds", 5),
     "n_variants": len(variants), "variant_candidates": sum(len(v.grid) for v in variants),

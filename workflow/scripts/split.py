@@ -2,8 +2,10 @@
 from sensitivity.pipeline.logs import log_to
 
 log_to(snakemake.log[0])
-from sensitivity.pipeline.split import make_split, voc_test_ids  # noqa: E402
+from sensitivity.pipeline.split import make_list_split, make_split  # noqa: E402
 
 p = snakemake.params.split
-official = voc_test_ids(p["root"], p["test_set"]) if p["official_test"] else None
-make_split(snakemake.input.manifest, snakemake.output[0], p["fractions"], p["seed"], official)
+if p["method"] == "lists":
+    make_list_split(snakemake.input.manifest, snakemake.output[0], p["root"], p["image_sets"], p["needed"])
+else:
+    make_split(snakemake.input.manifest, snakemake.output[0], p["fractions"], p["seed"])
