@@ -24,7 +24,7 @@ from PIL import Image
 
 from sensitivity.boxes import heuristic_box, to_pixels
 from sensitivity.images import ImageReadError, image_size, read_image
-from sensitivity.maps import AGGREGATES, TARGETS, Aggregate, Target, pool_maps, sensitivity
+from sensitivity.maps import AGGREGATES, TARGETS, Aggregate, Target, pool_maps, resize_attention, sensitivity
 from sensitivity.models import LoadedModel
 from sensitivity.regress import BoxRegressor
 
@@ -148,13 +148,19 @@ def _localize_batch(
     keep_images: bool,
 ) -> list[Localization]:
     inputs = torch.stack([transform(image) for _, image, _ in batch]).to(device)
-    result = sensitivity(model, inputs, target=target, aggregate=aggregate, with_logits=True)
+    # a regressor fitted on (map, attention) stacks, as the workflow's are, needs the attention map too
+    with_attention = regressor is not None and regressor.n_channels_ > 1
+    result = sensitivity(model, inputs, target=target, aggregate=aggregate, with_logits=True,
+                         with_attention=with_attention)
     probabilities = torch.softmax(result.logits, dim=1)
     scores, classes = probabilities.max(dim=1)
     maps = result.maps.detach().float().cpu().numpy()
     if regressor is not None:
-        pooled = pool_maps(result.maps.detach(), regressor.map_shape_[0]) if regressor.map_shape_ else result.maps
-        boxes = np.asarray(regressor.predict(pooled.float().cpu().numpy()), dtype=np.float64)
+        size = regressor.map_shape_[0] if regressor.map_shape_ else result.maps.shape[-1]
+        features = pool_maps(result.maps.detach(), size)
+        if with_attention:  # as extraction stores them: pooled map, then the resized attention map
+            features = torch.stack([features, resize_attention(result.attention, size)], dim=1)
+        boxes = np.asarray(regressor.predict(features.float().cpu().numpy()), dtype=np.float64)
         method: Method = "regression"
     else:
         boxes = np.stack([heuristic_box(m, sigma=sigma, fraction=fraction) for m in maps])

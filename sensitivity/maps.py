@@ -6,7 +6,9 @@ Targets:
   network's `features` part runs.
 
 Gradients go to the input alone (`torch.autograd.grad`), parameters stay frozen and nothing is retained
-after the call. Each image's objective depends on that image only, so a map never depends on the other
+after the call. With ``with_attention`` the same backward pass also gives the gradient at the attention
+map (the last convolutional block's output A), and so the target's Grad-CAM map
+ReLU(Σ_k mean_ij(d target / d A_k) A_k) at no extra cost. Each image's objective depends on that image only, so a map never depends on the other
 images of its batch (networks are in eval mode).
 """
 
@@ -30,11 +32,13 @@ AGGREGATES: tuple[str, ...] = ("max", "mean")
 
 @dataclass
 class Sensitivity:
-    """Result of one batch: maps (N, H, W) float32, and for the class target the class used and logits."""
+    """Result of one batch: maps (N, H, W) float32; for the class target the class used; the logits when
+    computed; with ``with_attention`` the Grad-CAM map (N, h, w) float32 at the attention map's size."""
 
     maps: torch.Tensor
     classes: torch.Tensor | None = None
     logits: torch.Tensor | None = None
+    attention: torch.Tensor | None = None
 
 
 def _network(model: LoadedModel | nn.Module) -> nn.Module:
@@ -57,6 +61,25 @@ def aggregate_channels(gradient: torch.Tensor, aggregate: Aggregate) -> torch.Te
     raise ValueError(f"unknown aggregate {aggregate!r}; expected one of {AGGREGATES}")
 
 
+def _at_least_float32(tensor: torch.Tensor) -> torch.Tensor:
+    """Half-precision (autocast) outputs in float32; float32 and float64 unchanged."""
+    return tensor.to(torch.promote_types(tensor.dtype, torch.float32))
+
+
+def grad_cam(activations: torch.Tensor, gradient: torch.Tensor) -> torch.Tensor:
+    """(N, C, h, w) attention map and its gradient → (N, h, w) ReLU(Σ_k mean_ij(gradient_k) activations_k),
+    in float32 (float64 for a float64 network)."""
+    weights = _at_least_float32(gradient).mean(dim=(2, 3), keepdim=True)
+    return (weights * _at_least_float32(activations)).sum(dim=1).clamp_min(0)
+
+
+def resize_attention(attention: torch.Tensor, size: int) -> torch.Tensor:
+    """Bilinear (N, h, w) → (N, size, size), pixel centres aligned as in image resizing."""
+    if attention.shape[-2:] == (size, size):
+        return attention
+    return F.interpolate(attention[:, None], size=(size, size), mode="bilinear", align_corners=False)[:, 0]
+
+
 def pool_maps(maps: torch.Tensor, size: int) -> torch.Tensor:
     """Average-pool (N, H, W) maps to (N, size, size) in exact blocks; H and W must be multiples of size."""
     height, width = maps.shape[-2:]
@@ -75,6 +98,7 @@ def sensitivity(
     classes: torch.Tensor | None = None,
     amp_dtype: torch.dtype | None = None,
     with_logits: bool = False,
+    with_attention: bool = False,
 ) -> Sensitivity:
     """Sensitivity maps of a batch of preprocessed images (N, 3, H, W) on the model's device.
 
@@ -82,7 +106,8 @@ def sensitivity(
     `amp_dtype` (torch.bfloat16 / torch.float16) runs the network under autocast; maps are float32.
     The gestalt target needs a network with a `features` module (every `load_model` network has one);
     its map never involves the head, but `with_logits` also runs the head on the (detached) attention
-    map for the class, which costs only the head, not another forward pass.
+    map for the class, which costs only the head, not another forward pass. `with_attention` also returns
+    the target's Grad-CAM map from the same backward pass (needs the `features`/`head` split).
     """
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; expected one of {TARGETS}")
@@ -91,26 +116,38 @@ def sensitivity(
     if images.ndim != 4:
         raise ValueError(f"images must be (N, C, H, W), got shape {tuple(images.shape)}")
     network = _network(model)
+    split = hasattr(network, "features") and hasattr(network, "head")
+    if (target == "gestalt" or with_attention) and not split:
+        raise ValueError("the gestalt target and with_attention need a network with `features` and `head` "
+                         "modules (use load_model)")
     inputs = images.detach().requires_grad_(True)
-    logits = chosen = None
+    logits = chosen = activations = None
     with torch.enable_grad(), _autocast(inputs.device, amp_dtype):
         if target == "gestalt":
-            if not hasattr(network, "features"):
-                raise ValueError("the gestalt target needs a network with a `features` module (use load_model)")
             activations = network.features(inputs)
-            objective = activations.float().mean(dim=tuple(range(1, activations.ndim))).sum()
+            objective = _at_least_float32(activations).mean(dim=tuple(range(1, activations.ndim))).sum()
             if with_logits:
                 with torch.no_grad():
-                    logits = network.head(activations.detach()).float()
+                    logits = _at_least_float32(network.head(activations.detach()))
         else:
-            logits = network(inputs).float()
+            if with_attention:
+                activations = network.features(inputs)
+                logits = _at_least_float32(network.head(activations))
+            else:
+                logits = _at_least_float32(network(inputs))
             chosen = logits.argmax(dim=1) if classes is None else torch.as_tensor(classes, device=logits.device)
             if chosen.shape != (len(inputs),):
                 raise ValueError(f"classes must have shape ({len(inputs)},), got {tuple(chosen.shape)}")
             objective = logits.gather(1, chosen[:, None].long()).sum()
-    (gradient,) = torch.autograd.grad(objective, inputs)
+    attention = None
+    if with_attention:
+        gradient, activation_gradient = torch.autograd.grad(objective, (inputs, activations))
+        attention = grad_cam(activations.detach(), activation_gradient).detach()
+    else:
+        (gradient,) = torch.autograd.grad(objective, inputs)
     maps = aggregate_channels(gradient.float(), aggregate)
-    return Sensitivity(maps, None if chosen is None else chosen.detach(), None if logits is None else logits.detach())
+    return Sensitivity(maps, None if chosen is None else chosen.detach(), None if logits is None else logits.detach(),
+                       attention)
 
 
 def sensitivity_maps(

@@ -1,7 +1,10 @@
 """Linear regression from sensitivity maps to bounding boxes (paper §2.4).
 
 A box is predicted as ``W s + b`` from a sensitivity map ``s``, after optional
-average pooling and per-image normalisation of the map. Two solvers minimise
+average pooling and per-image normalisation of the map (``features="pooled"``,
+the paper's), or from shape descriptors of the map and of any further map
+channels, such as the Grad-CAM attention map (``features="shape"``, see
+:mod:`sensitivity.shape`; standardised ridge). Two solvers minimise
 the paper's least-squares objective (equation 4):
 
 * ``"ridge"``: exact ridge least squares with an unpenalised intercept, from
@@ -35,11 +38,13 @@ from sklearn.utils import Tags, check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from sensitivity.boxes import corloc
+from sensitivity.shape import shape_descriptors
 
 SOLVERS = ("ridge", "sgd")
 NORMALIZATIONS = ("none", "max", "sum", "rank", "log")
 TARGETS = ("corners", "centre_size", "centre_logsize")
-FORMAT_VERSION = 1
+FEATURES = ("pooled", "shape")
+FORMAT_VERSION = 2  # 2 adds n_channels (version 1 files: one channel, or none for flat features)
 MAX_GRAM_BYTES = 4 * 2**30
 MIN_LOG_SIZE = 1e-4  # widths/heights are floored here before taking logs
 
@@ -97,6 +102,22 @@ def map_features(X: ArrayLike | torch.Tensor, pool: int | None = 28, normalize: 
         raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
     feats = feats / np.where(scale > 0, scale, 1.0)
     return np.log1p(feats) if normalize == "log" else feats
+
+
+def regression_features(X: np.ndarray, features: str, pool: int | None, normalize: str) -> np.ndarray:
+    """Features (N, M) of maps (N, H, W), map stacks (N, C, H, W) or flat features (N, M).
+
+    ``"pooled"``: :func:`map_features` of the (first channel's) map. ``"shape"``:
+    :func:`~sensitivity.shape.shape_descriptors` of every channel, concatenated.
+    """
+    if features == "pooled":
+        return map_features(X[:, 0] if X.ndim == 4 else X, pool, normalize)
+    if features == "shape":
+        if X.ndim not in (3, 4):
+            raise ValueError(f"features='shape' needs maps (N, H, W) or (N, C, H, W), got shape {X.shape}")
+        channels = X[:, None] if X.ndim == 3 else X
+        return np.hstack([shape_descriptors(channels[:, c]) for c in range(channels.shape[1])])
+    raise ValueError(f"features must be one of {FEATURES}, got {features!r}")
 
 
 def encode_boxes(boxes: np.ndarray, target: str) -> np.ndarray:
@@ -159,16 +180,23 @@ class NormalEquations:
         self.sxx += Xc.T @ Xc
         self.sxy += Xc.T @ Yc
 
-    def solve(self, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    def solve(self, alpha: float, standardize: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Ridge solution with unpenalised intercept: ``coef`` (K, M) and ``intercept`` (K,).
 
-        The centred system ``(Cxx + alpha I) W = Cxy`` is solved by Cholesky, or by least
-        squares (minimum norm) when it is singular or ill-conditioned.
+        The centred system ``(Cxx + alpha D) W = Cxy`` is solved by Cholesky, or by least
+        squares (minimum norm) when it is singular or ill-conditioned. ``D`` is the identity, or
+        with ``standardize`` each feature's variance (1 for a constant feature): exactly ridge on
+        features standardised to unit variance, as scikit-learn's ``StandardScaler`` + ``Ridge``.
         """
         if self.n == 0:
             raise ValueError("no samples to fit: the batches were empty")
         mx, my = self.sx / self.n, self.sy / self.n
-        cxx = self.sxx - self.n * np.outer(mx, mx) + alpha * np.eye(len(mx))
+        centred = self.sxx - self.n * np.outer(mx, mx)
+        penalty = np.ones(len(mx))
+        if standardize:
+            variance = np.diag(centred) / self.n
+            penalty = np.where(variance > 0, variance, 1.0)
+        cxx = centred + alpha * np.diag(penalty)
         cxy = self.sxy - self.n * np.outer(mx, my)
         with warnings.catch_warnings():
             warnings.simplefilter("error", scipy.linalg.LinAlgWarning)
@@ -180,13 +208,14 @@ class NormalEquations:
 
 
 def ridge_streaming(
-    batches: Iterable[tuple[np.ndarray, np.ndarray]], alpha: float
+    batches: Iterable[tuple[np.ndarray, np.ndarray]], alpha: float, standardize: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Exact ridge regression with unpenalised intercept from streamed float64 batches (X (n_b, M), Y (n_b, K))."""
+    """Exact ridge regression with unpenalised intercept from streamed float64 batches (X (n_b, M), Y (n_b, K));
+    see :meth:`NormalEquations.solve`."""
     equations = NormalEquations()
     for X, Y in batches:
         equations.add(X, Y)
-    return equations.solve(alpha)
+    return equations.solve(alpha, standardize)
 
 
 def sgd_regression(
@@ -243,10 +272,12 @@ def sgd_regression(
 
 
 def _check_xy(X: ArrayLike | torch.Tensor, y: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
-    """Validate one batch: maps (N, H, W) or (N, M) and boxes (N, 4) in [0, 1], ordered."""
+    """Validate one batch: maps (N, H, W), map stacks (N, C, H, W) or features (N, M), and boxes (N, 4)
+    in [0, 1], ordered."""
     X_arr, y_arr = _as_array(X), np.asarray(y, dtype=np.float64)
-    if X_arr.ndim not in (2, 3) or len(X_arr) == 0:
-        raise ValueError(f"X must be non-empty maps (N, H, W) or features (N, M), got shape {X_arr.shape}")
+    if X_arr.ndim not in (2, 3, 4) or len(X_arr) == 0:
+        raise ValueError(f"X must be non-empty maps (N, H, W), map stacks (N, C, H, W) or features (N, M), "
+                         f"got shape {X_arr.shape}")
     if y_arr.shape != (len(X_arr), 4):
         raise ValueError(
             f"y must be boxes of shape ({len(X_arr)}, 4) for X of shape {X_arr.shape}, got {y_arr.shape}"
@@ -267,8 +298,9 @@ def _check_xy(X: ArrayLike | torch.Tensor, y: ArrayLike) -> tuple[np.ndarray, np
 class _PreparedBatches:
     """Iterates ``(features, encoded boxes)`` from ``(maps, boxes)`` batches, recording shape and count."""
 
-    def __init__(self, batches: Iterable, pool: int | None, normalize: str, target: str) -> None:
+    def __init__(self, batches: Iterable, pool: int | None, normalize: str, target: str, features: str) -> None:
         self.batches, self.pool, self.normalize, self.target = batches, pool, normalize, target
+        self.features = features
         self.shape: tuple[int, ...] = ()
         self.n = 0
 
@@ -280,16 +312,21 @@ class _PreparedBatches:
             elif X_arr.shape[1:] != self.shape:
                 raise ValueError(f"all batches need maps of shape {self.shape}, got {X_arr.shape[1:]}")
             self.n += len(X_arr)
-            yield map_features(X_arr, self.pool, self.normalize), encode_boxes(y_arr, self.target)
+            yield (regression_features(X_arr, self.features, self.pool, self.normalize),
+                   encode_boxes(y_arr, self.target))
 
 
 class BoxRegressor(RegressorMixin, BaseEstimator):
-    """Linear map from (pooled, normalised) sensitivity maps to bounding boxes.
+    """Linear map from (pooled, normalised) sensitivity maps, or from their shape descriptors, to boxes.
 
     Parameters
     ----------
     solver : "ridge" (exact, streaming normal equations) or "sgd" (the paper's schedule).
     alpha : ridge penalty on the weights (not the intercept); ``solver="ridge"`` only.
+    features : "pooled" (the paper's: the pooled, normalised map; of a (N, C, H, W) stack, the first
+        channel) or "shape" (:func:`~sensitivity.shape.shape_descriptors` of every channel, e.g. the
+        sensitivity map and the attention map; ridge on standardised features; ``pool`` and
+        ``normalize`` are then unused).
     pool : maps are average-pooled to ``pool`` x ``pool`` cells (see :func:`map_features`);
         None keeps full resolution.
     normalize : per-image map normalisation after pooling, one of ``NORMALIZATIONS``.
@@ -304,8 +341,9 @@ class BoxRegressor(RegressorMixin, BaseEstimator):
     ----------
     coef_ : (4, M) float64 weights on the features, in the ``target`` parameterisation.
     intercept_ : (4,) float64.
-    n_features_in_ : M, the number of regression features (pooled cells).
+    n_features_in_ : M, the number of regression features (pooled cells or descriptors).
     map_shape_ : (H, W) of the maps seen at fit, or None when fitted on flat features.
+    n_channels_ : C, map channels seen at fit (1 for (N, H, W) maps, 0 for flat features).
     n_samples_seen_ : number of training images.
     """
 
@@ -316,6 +354,7 @@ class BoxRegressor(RegressorMixin, BaseEstimator):
         pool: int | None = 28,
         normalize: str = "none",
         target: str = "corners",
+        features: str = "pooled",
         batch_size: int = 2048,
         lr: float = 0.1,
         lr_step: int = 10_000,
@@ -328,6 +367,7 @@ class BoxRegressor(RegressorMixin, BaseEstimator):
         self.pool = pool
         self.normalize = normalize
         self.target = target
+        self.features = features
         self.batch_size = batch_size
         self.lr = lr
         self.lr_step = lr_step
@@ -343,7 +383,7 @@ class BoxRegressor(RegressorMixin, BaseEstimator):
         return tags
 
     def _validate_params(self) -> None:
-        choices = {"solver": SOLVERS, "normalize": NORMALIZATIONS, "target": TARGETS}
+        choices = {"solver": SOLVERS, "normalize": NORMALIZATIONS, "target": TARGETS, "features": FEATURES}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -357,6 +397,8 @@ class BoxRegressor(RegressorMixin, BaseEstimator):
             raise ValueError(f"alpha must be >= 0, got {self.alpha!r}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr!r}")
+        if self.features == "shape" and self.solver != "ridge":
+            raise ValueError("features='shape' needs solver='ridge' (standardised ridge)")
 
     def _chunks(
         self, X: np.ndarray, y: np.ndarray | None = None
@@ -366,7 +408,8 @@ class BoxRegressor(RegressorMixin, BaseEstimator):
             yield X[start:stop], None if y is None else y[start:stop]
 
     def fit(self, X: ArrayLike | torch.Tensor, y: ArrayLike) -> BoxRegressor:
-        """Fit on maps ``X`` (N, H, W) or features (N, M) and boxes ``y`` (N, 4), in ``batch_size`` chunks."""
+        """Fit on maps ``X`` (N, H, W), map stacks (N, C, H, W) or features (N, M) and boxes ``y`` (N, 4),
+        in ``batch_size`` chunks."""
         X_arr, y_arr = _check_xy(X, y)
         return self.fit_batches(self._chunks(X_arr, y_arr))
 
@@ -378,9 +421,9 @@ class BoxRegressor(RegressorMixin, BaseEstimator):
         batches are concatenated in memory first.
         """
         self._validate_params()
-        prepared = _PreparedBatches(batches, self.pool, self.normalize, self.target)
+        prepared = _PreparedBatches(batches, self.pool, self.normalize, self.target, self.features)
         if self.solver == "ridge":
-            coef, intercept = ridge_streaming(prepared, self.alpha)
+            coef, intercept = ridge_streaming(prepared, self.alpha, standardize=self.features == "shape")
         else:
             parts = list(prepared)
             if not parts:
@@ -408,7 +451,7 @@ class BoxRegressor(RegressorMixin, BaseEstimator):
         self._validate_params()
         if self.solver != "ridge":
             raise ValueError("fit_alpha_path needs solver='ridge'")
-        prepared = _PreparedBatches(batches, self.pool, self.normalize, self.target)
+        prepared = _PreparedBatches(batches, self.pool, self.normalize, self.target, self.features)
         equations = NormalEquations()
         for X_b, y_b in prepared:
             equations.add(X_b, y_b)
@@ -416,13 +459,14 @@ class BoxRegressor(RegressorMixin, BaseEstimator):
         for alpha in alphas:
             model = clone(self).set_params(alpha=alpha)
             model._validate_params()
-            fitted.append(model._set_solution(*equations.solve(alpha), prepared))
+            fitted.append(model._set_solution(*equations.solve(alpha, self.features == "shape"), prepared))
         return fitted
 
     def _set_solution(self, coef: np.ndarray, intercept: np.ndarray, prepared: _PreparedBatches) -> BoxRegressor:
         self.coef_, self.intercept_ = coef, intercept
         self.n_features_in_ = coef.shape[1]
-        self.map_shape_ = prepared.shape if len(prepared.shape) == 2 else None
+        self.map_shape_ = tuple(prepared.shape[-2:]) if len(prepared.shape) >= 2 else None
+        self.n_channels_ = prepared.shape[0] if len(prepared.shape) == 3 else len(prepared.shape) - 1
         self.n_samples_seen_ = prepared.n
         return self
 
@@ -430,15 +474,25 @@ class BoxRegressor(RegressorMixin, BaseEstimator):
         """Boxes (N, 4) as (x1, y1, x2, y2), clipped to [0, 1] with x1 <= x2 and y1 <= y2."""
         check_is_fitted(self)
         X_arr = _as_array(X)
-        if X_arr.ndim == 3 and self.map_shape_ is not None and X_arr.shape[1:] != self.map_shape_:
-            raise ValueError(f"maps have shape {X_arr.shape[1:]}, the model was fitted on {self.map_shape_}")
-        out = []
-        for X_b, _ in self._chunks(X_arr):
-            feats = map_features(X_b, self.pool, self.normalize)
-            if feats.shape[1] != self.n_features_in_:
-                raise ValueError(f"X gives {feats.shape[1]} features, the model needs {self.n_features_in_}")
-            out.append(decode_boxes(feats @ self.coef_.T + self.intercept_, self.target))
+        if X_arr.ndim >= 3 and self.map_shape_ is not None and X_arr.shape[-2:] != tuple(self.map_shape_):
+            raise ValueError(f"maps have shape {X_arr.shape[-2:]}, the model was fitted on {self.map_shape_}")
+        out = [self.predict_features(self.transform_features(X_b)) for X_b, _ in self._chunks(X_arr)]
         return np.concatenate(out) if out else np.empty((0, 4))
+
+    def feature_settings(self) -> tuple:
+        """The settings that decide :meth:`transform_features` (models sharing them share features)."""
+        return (self.features,) if self.features == "shape" else (self.features, self.pool, self.normalize)
+
+    def transform_features(self, X: ArrayLike | torch.Tensor) -> np.ndarray:
+        """The regression features (N, M) of maps, map stacks or flat features."""
+        return regression_features(_as_array(X), self.features, self.pool, self.normalize)
+
+    def predict_features(self, features: np.ndarray) -> np.ndarray:
+        """Boxes (N, 4) from features made by :meth:`transform_features`."""
+        check_is_fitted(self)
+        if features.shape[1] != self.n_features_in_:
+            raise ValueError(f"X gives {features.shape[1]} features, the model needs {self.n_features_in_}")
+        return decode_boxes(features @ self.coef_.T + self.intercept_, self.target)
 
     def score(self, X: ArrayLike | torch.Tensor, y: ArrayLike, sample_weight: None = None) -> float:
         """CorLoc (IoU > 0.5) of the predicted boxes against one ground-truth box per image."""
@@ -458,6 +512,7 @@ class BoxRegressor(RegressorMixin, BaseEstimator):
                 intercept=self.intercept_,
                 map_shape=np.asarray(self.map_shape_ or (), dtype=np.int64),
                 n_samples_seen=self.n_samples_seen_,
+                n_channels=self.n_channels_,
             )
 
     @classmethod
@@ -470,6 +525,7 @@ class BoxRegressor(RegressorMixin, BaseEstimator):
                 raise ValueError("not an .npz archive")
             with data:
                 saved = {key: data[key] for key in _SAVED_KEYS}
+                n_channels = int(data["n_channels"]) if "n_channels" in data else None
         except FileNotFoundError as exc:
             raise FileNotFoundError(f"{path}: no such file; expected {expected}") from exc
         except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
@@ -486,4 +542,5 @@ class BoxRegressor(RegressorMixin, BaseEstimator):
         model.n_features_in_ = model.coef_.shape[1]
         model.map_shape_ = tuple(int(s) for s in saved["map_shape"]) or None
         model.n_samples_seen_ = int(saved["n_samples_seen"])
+        model.n_channels_ = n_channels if n_channels is not None else int(model.map_shape_ is not None)
         return model

@@ -93,6 +93,8 @@ def map_moments(maps: np.ndarray, sigma: float = 2.0, powers: Sequence[float] = 
     out = []
     for m in arr:
         m = gaussian_filter(m, sigma) if sigma > 0 else m
+        peak = m.max()
+        m = m / peak if peak > 0 else m  # scale-free: gradients can be ~1e-7, far below the 1e-12 floor
         row = []
         for p in powers:
             w = m**p + 1e-12

@@ -4,6 +4,8 @@ Layout of a store (a directory):
 - ``maps`` (N, S, S) float16, one chunk per image, Zstd-compressed: each map divided by its maximum, so
   float16 keeps ~3 significant digits however small the gradients are;
 - ``scale`` (N,) float32: that maximum (map = maps * scale);
+- ``attention`` (N, S, S) float16 and ``attention_scale`` (N,) float32: the target's Grad-CAM map from the
+  same backward pass, resized to S x S, stored the same way (attribute ``attention: true`` when written);
 - ``image_id`` (N,) str; ``class_index`` (N,) int32 (class used for a class-score map, -1 otherwise);
 - ``top5`` (N, 5) int32: the classifier's five highest-scoring classes, best first (-1 past the number of
   classes), from the forward pass the map needed anyway;
@@ -34,6 +36,15 @@ class StoreError(ValueError):
     """A map store that is missing, incomplete or of another format, with its path named."""
 
 
+def _write_scaled(array: zarr.Array, rows: np.ndarray, maps: np.ndarray) -> np.ndarray:
+    """Write maps (b, S, S) divided by their maxima as float16 at increasing ``rows``; return the maxima."""
+    maps = np.asarray(maps, dtype=np.float32)
+    peak = maps.reshape(len(maps), -1).max(axis=1, initial=0.0)
+    safe = np.where(peak > 0, peak, 1.0)
+    array.oindex[rows] = (maps / safe[:, None, None]).astype(np.float16)
+    return peak
+
+
 class MapStoreWriter:
     """Writes the maps of a fixed list of images into a new store, then publishes it atomically."""
 
@@ -45,9 +56,13 @@ class MapStoreWriter:
         n = len(image_ids)
         group = zarr.open_group(self.partial, mode="w", zarr_format=3)
         chunk = (1, map_size, map_size)
-        self._maps = group.create_array("maps", shape=(n, map_size, map_size), chunks=chunk, dtype="float16",
-                                        compressors=ZstdCodec(level=3), fill_value=0)
+        self._maps, self._attention = (
+            group.create_array(name, shape=(n, map_size, map_size), chunks=chunk, dtype="float16",
+                               compressors=ZstdCodec(level=3), fill_value=0)
+            for name in ("maps", "attention"))
         self._scale = group.create_array("scale", shape=(n,), chunks=(max(n, 1),), dtype="float32", fill_value=0)
+        self._attention_scale = group.create_array("attention_scale", shape=(n,), chunks=(max(n, 1),),
+                                                   dtype="float32", fill_value=0)
         self._classes = group.create_array("class_index", shape=(n,), chunks=(max(n, 1),), dtype="int32", fill_value=-1)
         self._valid = group.create_array("valid", shape=(n,), chunks=(max(n, 1),), dtype="bool", fill_value=False)
         self._top5 = group.create_array("top5", shape=(n, TOP_K), chunks=(max(n, 1), TOP_K), dtype="int32",
@@ -59,22 +74,23 @@ class MapStoreWriter:
         self._attributes = {"format": FORMAT, "n_images": n, "map_size": map_size, **attributes, "complete": False}
         group.attrs.update(self._attributes)
         self._scale_buffer = np.zeros(n, dtype=np.float32)
+        self._attention_scale_buffer = np.zeros(n, dtype=np.float32)
+        self._has_attention = False
         self._class_buffer = np.full(n, -1, dtype=np.int32)
         self._valid_buffer = np.zeros(n, dtype=bool)
         self._top5_buffer = np.full((n, TOP_K), -1, dtype=np.int32)
         self._skipped: list[dict[str, str]] = []
 
     def write(self, rows: np.ndarray, maps: np.ndarray, classes: np.ndarray | None = None,
-              top5: np.ndarray | None = None) -> None:
-        """Store float maps (b, S, S) for the given row indices (b,), with the class used and the top
-        classes (b, k <= 5) when known."""
-        maps = np.asarray(maps, dtype=np.float32)
-        peak = maps.reshape(len(maps), -1).max(axis=1, initial=0.0)
-        safe = np.where(peak > 0, peak, 1.0)
+              top5: np.ndarray | None = None, attention: np.ndarray | None = None) -> None:
+        """Store float maps (b, S, S) for the given row indices (b,), with the class used, the top
+        classes (b, k <= 5) and the attention maps (b, S, S) when known."""
         order = np.argsort(rows)  # zarr orthogonal indexing wants increasing rows
         rows = np.asarray(rows)[order]
-        self._maps.oindex[rows] = (maps / safe[:, None, None])[order].astype(np.float16)
-        self._scale_buffer[rows] = peak[order]
+        self._scale_buffer[rows] = _write_scaled(self._maps, rows, np.asarray(maps)[order])
+        if attention is not None:
+            self._attention_scale_buffer[rows] = _write_scaled(self._attention, rows, np.asarray(attention)[order])
+            self._has_attention = True
         self._valid_buffer[rows] = True
         if classes is not None:
             self._class_buffer[rows] = np.asarray(classes)[order]
@@ -92,10 +108,11 @@ class MapStoreWriter:
         if written != len(self._valid_buffer):
             raise StoreError(f"{self.partial}: {written} of {len(self._valid_buffer)} images written; not publishing")
         self._scale[:] = self._scale_buffer
+        self._attention_scale[:] = self._attention_scale_buffer
         self._classes[:] = self._class_buffer
         self._valid[:] = self._valid_buffer
         self._top5[:] = self._top5_buffer
-        self._group.attrs.update({"skipped": self._skipped, "complete": True})
+        self._group.attrs.update({"skipped": self._skipped, "attention": self._has_attention, "complete": True})
         if self.path.exists():
             shutil.rmtree(self.path)
         self.partial.rename(self.path)
@@ -116,7 +133,8 @@ class MapStore:
             raise StoreError(f"{self.path}: not a {FORMAT} store (format {self.attrs.get('format')!r})")
         if not self.attrs.get("complete"):
             raise StoreError(f"{self.path}: store is incomplete (its writer was interrupted)")
-        self._maps = group["maps"]
+        self._maps, self._attention = group["maps"], group["attention"]
+        self.attention_scale = np.asarray(group["attention_scale"][:])
         self.image_ids = np.array(group["image_id"][:].tolist(), dtype=str)
         self.scale = np.asarray(group["scale"][:])
         self.class_index = np.asarray(group["class_index"][:])
@@ -126,18 +144,25 @@ class MapStore:
     def __len__(self) -> int:
         return len(self.image_ids)
 
-    def read(self, start: int, stop: int) -> np.ndarray:
-        """Float32 maps (stop - start, S, S) of rows [start, stop)."""
-        stored = np.asarray(self._maps[start:stop], dtype=np.float32)
-        return stored * self.scale[start:stop, None, None]
+    def read(self, start: int, stop: int, attention: bool = False) -> np.ndarray:
+        """Float32 maps (stop - start, S, S) of rows [start, stop); with ``attention``, (stop - start, 2, S, S):
+        the sensitivity map, then the attention map."""
+        maps = np.asarray(self._maps[start:stop], dtype=np.float32) * self.scale[start:stop, None, None]
+        if not attention:
+            return maps
+        if not self.attrs.get("attention"):
+            raise StoreError(f"{self.path}: this store has no attention maps (extract again)")
+        extra = np.asarray(self._attention[start:stop], dtype=np.float32) * self.attention_scale[start:stop, None, None]
+        return np.stack([maps, extra], axis=1)
 
 
 def iter_maps(
-    paths: Iterable[str | Path], wanted: set[str] | None = None, batch_size: int = 1024
+    paths: Iterable[str | Path], wanted: set[str] | None = None, batch_size: int = 1024, attention: bool = False
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield ``(image_ids, maps)`` blocks over several stores, in store order, valid images only.
 
-    ``wanted`` restricts to those image ids; at most ``batch_size`` maps are in memory at a time.
+    ``wanted`` restricts to those image ids; at most ``batch_size`` maps are in memory at a time. With
+    ``attention`` the maps are (n, 2, S, S) stacks (see :meth:`MapStore.read`).
     """
     for path in paths:
         store = MapStore(path)
@@ -147,7 +172,7 @@ def iter_maps(
             if wanted is not None:
                 keep &= np.isin(store.image_ids[start:stop], list(wanted))
             if keep.any():
-                yield store.image_ids[start:stop][keep], store.read(start, stop)[keep]
+                yield store.image_ids[start:stop][keep], store.read(start, stop, attention)[keep]
 
 
 def store_attributes(paths: Iterable[str | Path]) -> list[dict]:

@@ -442,3 +442,33 @@ def test_cuda_without_a_gpu_is_a_usage_error(tmp_path):
         pytest.skip("a CUDA device is available")
     code, stdout, stderr = run(["localize", str(RACCOON), "--device", "cuda", "--out", str(tmp_path / "o")])
     assert code == 2 and "no CUDA device" in stderr and stdout == ""
+
+
+def test_shape_regressor_gets_the_attention_map_as_extraction_stores_it(tmp_path, make_demo_subset, lite0):
+    """A regressor fitted on (map, attention) stacks, as the workflow's are: localize computes both from one
+    backward pass and gets the same box as from the stack the extraction stage stores for that image."""
+    import sensitivity.pipeline.extract as extract_module
+    from sensitivity.boxes import largest_box
+    from sensitivity.localize import localize_images
+    from sensitivity.pipeline.extract import extract_shard
+    from sensitivity.pipeline.prepare import build_manifest
+    from sensitivity.regress import BoxRegressor
+    from sensitivity.store import iter_maps
+
+    roots = make_demo_subset(tmp_path / "data", 6)
+    manifest = build_manifest({"kind": "folder", "roots": [str(r) for r in roots]}, tmp_path / "m.csv",
+                              tmp_path / "s.csv")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(extract_module, "load_model", lambda *args, **kwargs: lite0)
+        store = extract_shard(tmp_path / "m.csv", tmp_path / "maps.zarr", "1-of-1",
+                              {"name": "efficientnet_lite0", "weights": None}, "gestalt", "max", 56,
+                              device="cpu", num_workers=0)
+    ids, stacks = next(iter_maps([store], attention=True))
+    by_id = manifest.set_index("image_id")
+    targets = np.stack([largest_box(np.asarray(json.loads(by_id.loc[i, "boxes"]))) for i in ids])
+    regressor = BoxRegressor(features="shape", alpha=10.0).fit(stacks, targets)
+    paths = [by_id.loc[i, "path"] for i in ids[:3]]
+    results, failures = localize_images(paths, lite0, target="gestalt", aggregate="max", regressor=regressor)
+    assert not failures and [r.method for r in results] == ["regression"] * 3
+    np.testing.assert_allclose(np.stack([r.box_normalised for r in results]), regressor.predict(stacks[:3]),
+                               atol=2e-3)  # the store keeps float16 maps

@@ -135,8 +135,8 @@ def test_logits_are_the_network_outputs():
     images = tiny_images(3)
     result = sensitivity(network, images)
     with torch.no_grad():
-        expected = network(images).float()
-    torch.testing.assert_close(result.logits, expected)
+        expected = network(images)
+    torch.testing.assert_close(result.logits, expected)  # float64 network: float64 logits, not rounded
     assert torch.equal(result.classes, expected.argmax(dim=1))
 
 
@@ -385,3 +385,49 @@ def test_gestalt_with_logits_runs_only_the_head_on_the_same_activations() -> Non
     assert plain.logits is None
     torch.testing.assert_close(with_logits.maps, plain.maps)
     torch.testing.assert_close(with_logits.logits, network(images))
+
+
+# --- Grad-CAM attention from the same backward pass ---------------------------------------------------
+
+
+def reference_grad_cam(network: SplitClassifier, images: torch.Tensor, target: str, classes=None) -> torch.Tensor:
+    """ReLU(Σ_k mean_ij(d objective / d A_k) A_k) from a separate forward and an autograd call on A alone."""
+    activations = network.features(images).detach().requires_grad_(True)
+    if target == "class":
+        logits = network.head(activations)
+        chosen = logits.argmax(dim=1) if classes is None else classes
+        objective = logits.gather(1, chosen[:, None]).sum()
+    else:
+        objective = activations.mean(dim=(1, 2, 3)).sum()
+    (gradient,) = torch.autograd.grad(objective, activations)
+    weights = gradient.mean(dim=(2, 3), keepdim=True)
+    return (weights * activations).sum(dim=1).clamp_min(0).detach()
+
+
+@pytest.mark.parametrize("target", ["class", "gestalt"])
+def test_attention_equals_an_independent_grad_cam_and_leaves_the_map_unchanged(target):
+    network, images = tiny_net(), tiny_images(3)
+    with_attention = sensitivity(network, images, target, "max", with_attention=True)
+    plain = sensitivity(network, images, target, "max")
+    assert torch.equal(with_attention.maps, plain.maps)
+    assert with_attention.attention.shape == (3, 6, 6) and plain.attention is None
+    torch.testing.assert_close(with_attention.attention, reference_grad_cam(network, images, target),
+                               rtol=1e-10, atol=1e-12)
+
+
+def test_attention_of_a_global_pool_network_is_the_class_activation_map(lite0, demo_batch):
+    """For features → global average pool → linear (EfficientNet-Lite0), Grad-CAM is CAM without the bias:
+    ReLU(Σ_k W[c, k] A_k) / (h w)."""
+    result = sensitivity(lite0, demo_batch, "class", "mean", with_attention=True)
+    with torch.no_grad():
+        activations = lite0.network.features(demo_batch)
+    weights = lite0.network.head[-1].weight[result.classes]  # (N, C)
+    cam = torch.einsum("nchw,nc->nhw", activations, weights).clamp_min(0) / (7 * 7)
+    assert result.attention.shape == (4, 7, 7)
+    torch.testing.assert_close(result.attention, cam, rtol=1e-4, atol=1e-6 * float(cam.max()))
+
+
+def test_attention_needs_the_features_head_split():
+    plain = nn.Sequential(nn.Conv2d(3, 2, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(1)).double()
+    with pytest.raises(ValueError, match="with_attention"):
+        sensitivity(plain, tiny_images(), "class", with_attention=True)

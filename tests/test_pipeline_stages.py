@@ -25,7 +25,9 @@ from sensitivity.pipeline.fit import fit_regressor
 from sensitivity.pipeline.prepare import build_manifest
 from sensitivity.pipeline.split import make_split, read_split
 from sensitivity.pipeline.tables import corloc_table, to_markdown
-from sensitivity.regress import BoxRegressor
+from sensitivity.boxes import largest_box
+from sensitivity.regress import BoxRegressor, decode_boxes
+from sensitivity.shape import shape_descriptors
 from sensitivity.store import MapStore, MapStoreWriter, StoreError, iter_maps
 
 PER_CLASS = 6
@@ -224,7 +226,9 @@ def test_fit_summary_has_every_grid_point_and_keeps_the_best_on_val(demo_dataset
     scores = [c["val_corloc"] for c in candidates]
     best = candidates[int(np.argmax(scores))]
     assert summary["val_corloc"] == max(scores)
-    assert summary["chosen"] == {k: best[k] for k in ("alpha", "pool", "normalize", "target")} | {"solver": "ridge"}
+    assert summary["chosen"] == {k: best[k] for k in ("features", "alpha", "pool", "normalize", "target")} | \
+        {"solver": "ridge"}
+    assert {c["features"] for c in candidates} == {"pooled"}  # the grid's default
 
     split = read_split(demo_dataset["split"])
     assert summary["n_val_rows"] == int((split == "val").sum())
@@ -242,6 +246,37 @@ def test_fit_summary_has_every_grid_point_and_keeps_the_best_on_val(demo_dataset
     gt = [np.asarray(json.loads(manifest.loc[i, "boxes"])) for i in val_ids]
     ious = _hand_corloc(model.predict(np.concatenate(maps)), gt)
     assert np.isclose((ious > 0.5).mean(), summary["val_corloc"])
+
+
+def test_fit_with_shape_features_describes_map_and_attention(demo_dataset, shard_stores, tmp_path) -> None:
+    grid = GRID | {"features": ["pooled", "shape"]}
+    fit_regressor(demo_dataset["manifest"], demo_dataset["split"], [str(p) for p in shard_stores],
+                  tmp_path / "regressor.npz", tmp_path / "summary.json", grid=grid)
+    candidates = json.loads((tmp_path / "summary.json").read_text())["candidates"]
+    pooled = list(itertools.product(GRID["alpha"], GRID["pool"], GRID["normalize"], GRID["parameterisation"]))
+    shape = list(itertools.product(GRID["alpha"], GRID["parameterisation"]))
+    assert [c["features"] for c in candidates] == ["pooled"] * len(pooled) + ["shape"] * len(shape)
+
+    # the shape candidates refitted by hand: standardised ridge on descriptors of (map, attention) stacks
+    split = read_split(demo_dataset["split"])
+    manifest = read_manifest(demo_dataset["manifest"]).set_index("image_id")
+    stacks = {}
+    for ids, block in iter_maps(shard_stores, attention=True):
+        stacks.update(zip(ids, block))
+    train = [i for i in split.index[split == "train"] if i in stacks]
+    X = np.stack([stacks[i] for i in train])
+    assert X.shape[1:] == (2, 56, 56) and (X[:, 1] >= 0).all() and X[:, 1].max() > 0
+    y = np.stack([largest_box(np.asarray(json.loads(manifest.loc[i, "boxes"]))) for i in train])
+    alpha = GRID["alpha"][0]
+    model = BoxRegressor(features="shape", alpha=alpha).fit(X, y)
+    from sklearn.linear_model import Ridge
+    from sklearn.preprocessing import StandardScaler
+
+    descriptors = np.hstack([shape_descriptors(X[:, 0]), shape_descriptors(X[:, 1])])
+    scaler = StandardScaler().fit(descriptors)
+    reference = Ridge(alpha=alpha).fit(scaler.transform(descriptors), y)
+    np.testing.assert_allclose(model.predict(X), decode_boxes(reference.predict(scaler.transform(descriptors)),
+                                                              "corners"), atol=1e-8)
 
 
 # --- stage 5: evaluate ------------------------------------------------------------------------------

@@ -338,3 +338,64 @@ def test_fit_alpha_path_equals_separate_fits() -> None:
         np.testing.assert_allclose(model.intercept_, single.intercept_, rtol=1e-9, atol=1e-10)
     with pytest.raises(ValueError, match="ridge"):
         BoxRegressor(solver="sgd").fit_alpha_path(batches, [1.0])
+
+
+# --- standardised ridge and shape features -------------------------------------------------------------
+
+
+def test_standardised_normal_equations_equal_standard_scaler_then_ridge() -> None:
+    from sklearn.linear_model import Ridge
+    from sklearn.preprocessing import StandardScaler
+
+    from sensitivity.regress import NormalEquations
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(300, 6)) * np.array([1e-3, 1.0, 50.0, 2.0, 1.0, 0.0]) + np.array([0, 5, -3, 0, 1, 7.0])
+    Y = X[:, :4] @ rng.normal(size=(4, 4)) + rng.normal(size=(300, 4)) * 0.1
+    equations = NormalEquations()
+    for start in range(0, 300, 64):  # streamed in uneven batches
+        equations.add(X[start:start + 64], Y[start:start + 64])
+    for alpha in (0.01, 1.0, 300.0):
+        coef, intercept = equations.solve(alpha, standardize=True)
+        scaler = StandardScaler().fit(X)  # the constant column gets scale 1, as in NormalEquations
+        reference = Ridge(alpha=alpha).fit(scaler.transform(X), Y)
+        np.testing.assert_allclose(X @ coef.T + intercept, reference.predict(scaler.transform(X)), atol=1e-8)
+    assert not np.allclose(equations.solve(300.0)[0], equations.solve(300.0, standardize=True)[0])
+
+
+def test_shape_features_use_every_channel_and_round_trip(tmp_path) -> None:
+    from sensitivity.shape import N_DESCRIPTORS
+
+    rng = np.random.default_rng(0)
+    boxes = np.sort(rng.uniform(0, 1, (80, 2, 2)), axis=1).transpose(0, 2, 1).reshape(80, 4)[:, [0, 2, 1, 3]]
+    stacks = np.zeros((80, 2, 16, 16))
+    for k, (x1, y1, x2, y2) in enumerate(boxes):  # a bright block where the box is, noise elsewhere
+        stacks[k, :, int(y1 * 16):max(int(y2 * 16), int(y1 * 16) + 1), int(x1 * 16):max(int(x2 * 16), int(x1 * 16) + 1)] = 1
+    stacks += rng.uniform(0, 0.05, stacks.shape)
+    model = BoxRegressor(features="shape", alpha=1.0).fit(stacks, boxes)
+    assert model.n_features_in_ == 2 * N_DESCRIPTORS and model.n_channels_ == 2 and model.map_shape_ == (16, 16)
+    assert model.score(stacks, boxes) >= 0.85  # training CorLoc on blocks of a 16-pixel grid
+    with pytest.raises(ValueError, match="features"):
+        model.predict(stacks[:, 0])  # one channel gives half the descriptors
+    model.save(tmp_path / "shape.npz")
+    loaded = BoxRegressor.load(tmp_path / "shape.npz")
+    assert loaded.features == "shape" and loaded.n_channels_ == 2
+    np.testing.assert_array_equal(loaded.predict(stacks), model.predict(stacks))
+    # "pooled" on a stack uses its first channel, exactly as on the plain maps
+    pooled = BoxRegressor(pool=4).fit(stacks, boxes)
+    np.testing.assert_allclose(pooled.predict(stacks), BoxRegressor(pool=4).fit(stacks[:, 0], boxes).predict(stacks[:, 0]))
+    with pytest.raises(ValueError, match="solver='ridge'"):
+        BoxRegressor(features="shape", solver="sgd").fit(stacks, boxes)
+
+
+def test_version_1_files_load_as_one_channel(tmp_path) -> None:
+    rng = np.random.default_rng(1)
+    maps, boxes = rng.uniform(size=(20, 8, 8)), np.tile([0.1, 0.2, 0.6, 0.9], (20, 1))
+    model = BoxRegressor(pool=4).fit(maps, boxes)
+    model.save(tmp_path / "m.npz")
+    with np.load(tmp_path / "m.npz") as data:
+        old = {k: data[k] for k in data.files if k != "n_channels"} | {"format_version": np.array(1)}
+    np.savez(tmp_path / "v1.npz", **old)
+    loaded = BoxRegressor.load(tmp_path / "v1.npz")
+    assert loaded.n_channels_ == 1 and loaded.features == "pooled"
+    np.testing.assert_array_equal(loaded.predict(maps), model.predict(maps))

@@ -24,10 +24,10 @@ def predict_test(rows: pd.DataFrame, stores: list[str], regressor: BoxRegressor,
                  sigma: float, fraction: float, batch_size: int = 1024) -> pd.DataFrame:
     """One row per test (image, class): each method's box and its best IoU with the class's boxes."""
     blocks = []
-    for block, maps in RowMaps(stores, rows, batch_size):
+    for block, maps in RowMaps(stores, rows, batch_size, attention=regressor.n_channels_ > 1):
         predictions = {
             "regression": regressor.predict(maps),
-            "heuristic": heuristic_boxes(maps, sigma=sigma, fraction=fraction),
+            "heuristic": heuristic_boxes(maps[:, 0] if maps.ndim == 4 else maps, sigma=sigma, fraction=fraction),
             "centre": centre.predict(maps),
         }
         out = block[["image_id", "label", "path", "width", "height", "boxes"]].copy()

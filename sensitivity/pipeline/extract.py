@@ -13,7 +13,7 @@ from tqdm import tqdm
 from sensitivity import __version__
 from sensitivity.datasets import read_manifest, synset_to_index
 from sensitivity.images import ImageReadError, read_image
-from sensitivity.maps import pool_maps, sensitivity
+from sensitivity.maps import pool_maps, resize_attention, sensitivity
 from sensitivity.models import load_model
 from sensitivity.store import TOP_K, MapStoreWriter
 
@@ -134,9 +134,9 @@ def extract_shard(
         batch = batch.to(torch_device, non_blocking=True)
         classes = None if label_classes is None else label_classes[rows].to(torch_device)
         result = sensitivity(loaded, batch, target, aggregate, classes=classes, amp_dtype=AMP_DTYPES[amp],
-                             with_logits=True)
+                             with_logits=True, with_attention=True)
         maps = pool_maps(result.maps, map_size)
         top = result.logits.topk(min(TOP_K, result.logits.shape[1]), dim=1).indices
         writer.write(rows, maps.cpu().numpy(), None if result.classes is None else result.classes.cpu().numpy(),
-                     top.cpu().numpy())
+                     top.cpu().numpy(), resize_attention(result.attention, map_size).cpu().numpy())
     return writer.close()

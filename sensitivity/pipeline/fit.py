@@ -13,12 +13,27 @@ from sensitivity.pipeline.rows import RowMaps, labelled_rows
 from sensitivity.regress import BoxRegressor
 
 
+def candidate_settings(grid: dict) -> list[dict]:
+    """BoxRegressor settings of every grid point but alpha, in grid order. ``pool`` and ``normalize`` only
+    apply to ``features: pooled``; ``shape`` features get one setting per box parameterisation."""
+    settings = []
+    for features in grid.get("features", ["pooled"]):
+        if features == "pooled":
+            settings += [{"features": features, "pool": pool, "normalize": normalize, "target": parameterisation}
+                         for pool, normalize, parameterisation in itertools.product(
+                             grid["pool"], grid["normalize"], grid["parameterisation"])]
+        else:
+            settings += [{"features": features, "target": parameterisation} for parameterisation in grid["parameterisation"]]
+    return settings
+
+
 def candidate_models(grid: dict, solver: str, sgd: dict, train: RowMaps) -> list[BoxRegressor]:
-    """Fit every grid point; ridge alphas share one pass over the train maps per (pool, normalize, box)."""
+    """Fit every grid point; ridge alphas share one pass over the train maps per setting."""
+    if solver != "ridge" and "shape" in grid.get("features", []):
+        raise ValueError("regression.grid.features 'shape' needs regression.solver 'ridge'")
     fitted = []
-    for pool, normalize, parameterisation in itertools.product(grid["pool"], grid["normalize"],
-                                                               grid["parameterisation"]):
-        base = BoxRegressor(solver=solver, pool=pool, normalize=normalize, target=parameterisation, **sgd)
+    for setting in candidate_settings(grid):
+        base = BoxRegressor(solver=solver, **setting, **sgd)
         if solver == "ridge":
             fitted.extend(base.fit_alpha_path(train.boxes(), grid["alpha"]))
         else:
@@ -27,12 +42,18 @@ def candidate_models(grid: dict, solver: str, sgd: dict, train: RowMaps) -> list
 
 
 def validation_corloc(models: list[BoxRegressor], val: RowMaps, threshold: float) -> np.ndarray:
-    """CorLoc of each model on the val rows, from one pass over the val maps."""
+    """CorLoc of each model on the val rows, from one pass over the val maps (features computed once per
+    feature setting)."""
     correct = np.zeros(len(models))
     count = 0
     for block, maps in val:
+        features: dict[tuple, np.ndarray] = {}
         for k, model in enumerate(models):
-            correct[k] += correct_localizations(model.predict(maps), list(block["gt"]), threshold).sum()
+            key = model.feature_settings()
+            if key not in features:
+                features[key] = model.transform_features(maps)
+            boxes = model.predict_features(features[key])
+            correct[k] += correct_localizations(boxes, list(block["gt"]), threshold).sum()
         count += len(block)
     if count == 0:
         raise ValueError("the val split has no image with a map; cannot choose hyper-parameters")
@@ -51,15 +72,16 @@ def fit_regressor(manifest_path: str | Path, split_path: str | Path, stores: lis
     rows = labelled_rows(manifest_path, split_path)
     if not (rows["split"] == train_split).any():
         raise ValueError(f"{split_path}: the {train_split} split has no image; cannot fit a box model")
-    train = RowMaps(stores, rows[rows["split"] == train_split], batch_size)
-    val = RowMaps(stores, rows[rows["split"] == val_split], batch_size)
+    attention = "shape" in grid.get("features", [])  # shape features also describe the attention maps
+    train = RowMaps(stores, rows[rows["split"] == train_split], batch_size, attention)
+    val = RowMaps(stores, rows[rows["split"] == val_split], batch_size, attention)
     models = candidate_models(grid, solver, sgd or {}, train)
     scores = validation_corloc(models, val, iou_threshold)
     best = models[int(np.argmax(scores))]
     partial = Path(f"{model_path}.partial")
     best.save(partial)
     partial.replace(model_path)  # a killed fit never leaves a half-written model behind
-    keys = ("alpha", "pool", "normalize", "target")
+    keys = ("features", "alpha", "pool", "normalize", "target")
     summary = {
         "chosen": {key: best.get_params()[key] for key in keys} | {"solver": solver},
         "val_corloc": float(scores.max()),

@@ -31,15 +31,17 @@ class RowMaps:
     """Re-iterable stream of ``(rows, maps)`` blocks for a subset of rows.
 
     An image with several rows (several classes) has its map repeated once per row. At most one
-    block of maps is in memory at a time.
+    block of maps is in memory at a time. With ``attention`` the maps are (n, 2, S, S) stacks of the
+    sensitivity map and the attention map.
     """
 
-    def __init__(self, stores: Sequence[str | Path], rows: pd.DataFrame, batch_size: int = 1024) -> None:
-        self.stores, self.rows, self.batch_size = list(stores), rows, batch_size
+    def __init__(self, stores: Sequence[str | Path], rows: pd.DataFrame, batch_size: int = 1024,
+                 attention: bool = False) -> None:
+        self.stores, self.rows, self.batch_size, self.attention = list(stores), rows, batch_size, attention
         self._by_image = rows.groupby("image_id").indices
 
     def __iter__(self) -> Iterator[tuple[pd.DataFrame, np.ndarray]]:
-        for image_ids, maps in iter_maps(self.stores, set(self._by_image), self.batch_size):
+        for image_ids, maps in iter_maps(self.stores, set(self._by_image), self.batch_size, self.attention):
             positions = [self._by_image[i] for i in image_ids]
             repeat = np.array([len(p) for p in positions])
             yield self.rows.iloc[np.concatenate(positions)], np.repeat(maps, repeat, axis=0)
