@@ -498,3 +498,36 @@ def test_killed_extraction_reruns_only_the_unfinished_shard(demo_run, tmp_path) 
         assert_same_store(maps / f"{shard}.zarr", demo_run / "results" / "demo" / "maps" / f"{shard}.zarr")
     assert_same_results(workdir, demo_run)
 
+
+@pytest.mark.slow
+def test_killed_fit_reruns_only_the_fit_and_what_follows(demo_run, tmp_path) -> None:
+    workdir = tmp_path / "project"
+    shutil.copytree(demo_run, workdir, symlinks=True)  # a finished project; -R fit_regressor redoes its fit
+    results = workdir / "results"
+    model, log = results / "demo" / "regressor.npz", workdir / "logs" / "demo" / "fit.log"
+    stores = {shard: tree_mtimes(results / "demo" / "maps" / f"{shard}.zarr") for shard in SHARDS}
+    inputs = [results / "demo" / "manifest.csv", results / "demo" / "split.csv", results / "demo_skipped.csv"]
+    kept = {path: path.stat().st_mtime_ns for path in inputs}
+    started = time.time_ns()
+
+    def fit_running() -> bool:
+        # Snakemake deletes a job's outputs and log before starting it; the fit script then opens its log anew
+        with contextlib.suppress(FileNotFoundError):
+            return not model.exists() and log.stat().st_mtime_ns >= started
+        return False
+
+    killed = kill_midway(workdir, "--forcerun", "fit_regressor", ready=fit_running)
+    assert not model.exists(), f"the killed fit left a regressor.npz:\n{killed[-5000:]}"
+
+    unlock = snakemake(workdir, "--unlock", timeout=120)
+    assert unlock.returncode == 0, unlock.stderr[-3000:]
+    rerun = snakemake(workdir, *AFTER_KILL)
+    output = rerun.stdout + rerun.stderr
+    assert rerun.returncode == 0, output[-5000:]
+    # no extraction, manifest, split or skipped-inputs job; the fit runs again although the previous run's
+    # tables are still there, because `all` asks for the regressor too
+    assert planned_jobs(output) == DOWNSTREAM
+    assert {shard: tree_mtimes(results / "demo" / "maps" / f"{shard}.zarr") for shard in SHARDS} == stores
+    assert {path: path.stat().st_mtime_ns for path in inputs} == kept
+    assert not list(results.rglob("*.partial"))
+    assert_same_results(workdir, demo_run)
