@@ -279,6 +279,38 @@ def test_fit_with_shape_features_describes_map_and_attention(demo_dataset, shard
                                                               "corners"), atol=1e-8)
 
 
+class Killed(RuntimeError):
+    pass
+
+
+def test_a_fit_dying_while_writing_never_leaves_a_model(demo_dataset, shard_stores, monkeypatch, tmp_path) -> None:
+    """The summary is published first and the model last, each renamed into place when whole."""
+    args = (demo_dataset["manifest"], demo_dataset["split"], [str(p) for p in shard_stores])
+    model, summary = tmp_path / "regressor.npz", tmp_path / "fit_summary.json"
+    grid = {key: values[:1] for key, values in GRID.items()}
+
+    # the summary cannot be written: no model either
+    with pytest.raises(FileNotFoundError):
+        fit_regressor(*args, model, tmp_path / "absent" / "fit_summary.json", grid=grid)
+    assert list(tmp_path.iterdir()) == []
+
+    # killed half-way through writing the model: only its .partial, never a regressor.npz
+    def half_save(self, path) -> None:
+        Path(path).write_bytes(b"PK\x03\x04")
+        raise Killed("killed while saving")
+
+    monkeypatch.setattr(BoxRegressor, "save", half_save)
+    with pytest.raises(Killed):
+        fit_regressor(*args, model, summary, grid=grid)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fit_summary.json", "regressor.npz.partial"]
+    assert json.loads(summary.read_text())["candidates"]
+
+    monkeypatch.undo()
+    fit_regressor(*args, model, summary, grid=grid)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fit_summary.json", "regressor.npz"]
+    assert BoxRegressor.load(model).get_params()["alpha"] == grid["alpha"][0]
+
+
 # --- stage 5: evaluate ------------------------------------------------------------------------------
 
 

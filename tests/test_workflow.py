@@ -2,13 +2,17 @@
 
 The real workflow runs once per module (in a temporary copy of the project, with
 tests/workflow_configs/demo_fast.yaml layered over config.yaml); the other tests read its results or
-dry-run against it. The interrupted-extraction tests call the extraction stage as a library.
+dry-run against it. The interrupted-extraction tests call the extraction stage as a library; the SIGKILL
+tests kill a real Snakemake run (its whole process group) mid-extraction and mid-fit, and check that the
+rerun redoes only the unfinished jobs and ends with the same results as the uninterrupted run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -30,6 +34,7 @@ from sensitivity.datasets import read_manifest
 from sensitivity.pipeline.extract import extract_shard
 from sensitivity.pipeline.prepare import build_manifest
 from sensitivity.pipeline.split import read_split
+from sensitivity.regress import BoxRegressor
 from sensitivity.store import MapStore, StoreError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,12 +58,19 @@ def copy_project(dest: Path) -> Path:
     return dest
 
 
+def snakemake_command(workdir: Path, *args: str, configs: tuple[Path | str, ...] = (), cores: int = 2) -> list[str]:
+    return [sys.executable, "-m", "snakemake", *args, "--cores", str(cores), "--directory", str(workdir),
+            "--configfile", "demo_fast.yaml", *map(str, configs)]
+
+
+def snakemake_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("SNAKEMAKE")}
+
+
 def snakemake(workdir: Path, *args: str, configs: tuple[Path | str, ...] = (), timeout: int = 600):
     """Run Snakemake in ``workdir`` (config.yaml + demo_fast.yaml + ``configs``); returns the process."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SNAKEMAKE")}
-    command = [sys.executable, "-m", "snakemake", *args, "--cores", "2", "--directory", str(workdir),
-               "--configfile", "demo_fast.yaml", *map(str, configs)]
-    return subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(snakemake_command(workdir, *args, configs=configs), cwd=workdir, env=snakemake_env(),
+                          capture_output=True, text=True, timeout=timeout)
 
 
 def planned_jobs(output: str) -> dict[str, int]:
@@ -431,7 +443,7 @@ def test_voc2007_sample_runs_on_the_official_lists(voc_sample_run, tmp_path) -> 
     summary = json.loads((results / "voc2007" / "fit_summary.json").read_text())
     assert (summary["fitted_on"], summary["chosen_on"], summary["n_train_rows"]) == ("test", "test", 12)
     table = pd.read_csv(results / "voc2007_corloc.csv")
-    assert table["class"].tolist()[-1] == "Average" and table["n_images"].iloc[-1] == 12
+    assert table["class"].tolist()[-2:] == ["Average", "All images"] and table["n_images"].iloc[-1] == 12
     assert "tvmonitor" not in set(table["class"]) and "chair" not in set(table["class"])  # difficult only
     markdown = (results / "voc2007_corloc.md").read_text()
     assert "not a held-out result" in markdown and "9958 input(s) skipped" in markdown
@@ -443,3 +455,140 @@ def test_voc2007_sample_runs_on_the_official_lists(voc_sample_run, tmp_path) -> 
                        configs=("configs/voc2007_sample.yaml", "one_shard.yaml", override), timeout=120)
     log = (workdir / "logs" / "voc2007" / "split.log").read_text()
     assert failed.returncode != 0 and "train.txt: the train split is empty" in log, log
+
+
+# --- SIGKILL mid-run: the rerun redoes only what was unfinished --------------------------------------
+
+# What a user runs after a kill (README, "The workflow"): `snakemake --unlock`, then the same command with
+# --rerun-incomplete, which redoes a job whose outputs exist but that Snakemake never saw finish.
+AFTER_KILL = ("--rerun-incomplete",)
+
+
+def session_members(session: int) -> list[int]:
+    """Live (non-zombie) processes of a session, from /proc (empty where there is no /proc)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            state, _ppid, _group, sid = stat.read_text().rsplit(")", 1)[1].split()[:4]
+            if state != "Z" and int(sid) == session:
+                members.append(int(stat.parent.name))
+    return members
+
+
+def kill_midway(workdir: Path, *args: str, ready, cores: int = 2, timeout: float = 300) -> str:
+    """Run Snakemake in a session of its own; SIGKILL the whole process group once ``ready()``; its output.
+
+    Fails, with Snakemake's output, if the run ends (or ``timeout`` s pass) before ``ready()`` holds.
+    """
+    log = workdir / "killed_run.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(snakemake_command(workdir, *args, cores=cores), cwd=workdir, env=snakemake_env(),
+                                   stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            if process.poll() is not None:
+                pytest.fail(f"Snakemake ended (exit {process.returncode}) before the kill point:\n"
+                            f"{log.read_text()[-5000:]}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"no kill point within {timeout} s:\n{log.read_text()[-5000:]}")
+            time.sleep(0.01)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    deadline = time.monotonic() + 30
+    while session_members(process.pid):  # the jobs (Snakemake's children) die with it
+        assert time.monotonic() < deadline, f"processes survived the kill: {session_members(process.pid)}"
+        time.sleep(0.05)
+    return log.read_text()
+
+
+def assert_same_results(workdir: Path, reference: Path) -> None:
+    """The regressor, its summary, the CorLoc tables and the predictions equal those of ``reference``."""
+    results, expected = workdir / "results", reference / "results"
+    for name in ("demo/fit_summary.json", "demo_corloc.csv", "demo_corloc.md", "demo_skipped.csv"):
+        assert (results / name).read_text() == (expected / name).read_text(), name
+    # predictions give each image's path, which starts with the location of the project that read the images
+    predictions = [(path / "demo_predictions.csv").read_text().replace(str(workdir), "<project>")
+                   .replace(str(reference), "<project>") for path in (results, expected)]
+    assert predictions[0] == predictions[1]
+    model, ref = (BoxRegressor.load(path / "demo" / "regressor.npz") for path in (results, expected))
+    assert model.get_params() == ref.get_params()
+    assert np.array_equal(model.coef_, ref.coef_) and np.array_equal(model.intercept_, ref.intercept_)
+
+
+@pytest.mark.slow
+def test_killed_extraction_reruns_only_the_unfinished_shard(demo_run, tmp_path) -> None:
+    workdir = copy_project(tmp_path / "project")
+    maps = workdir / "results" / "demo" / "maps"
+
+    def one_store_published_one_half_written() -> bool:
+        names = [p.name for p in maps.iterdir()] if maps.is_dir() else []
+        return any(name.endswith(".zarr") for name in names) and \
+            any((maps / name / "maps" / "c").is_dir() for name in names if name.endswith(".partial"))
+
+    # on one core the shards run one after the other: the kill lands in the second, after its first batch
+    killed = kill_midway(workdir, ready=one_store_published_one_half_written, cores=1)
+    names = sorted(p.name for p in maps.iterdir())
+    assert names in (["1-of-2.zarr", "2-of-2.zarr.partial"], ["1-of-2.zarr.partial", "2-of-2.zarr"]), killed
+    (done,) = [shard for shard in SHARDS if f"{shard}.zarr" in names]
+    (unfinished,) = [shard for shard in SHARDS if shard != done]
+    with pytest.raises(StoreError, match="incomplete"):
+        MapStore(maps / f"{unfinished}.zarr.partial")
+    finished = maps / f"{done}.zarr"
+    assert_same_store(finished, demo_run / "results" / "demo" / "maps" / f"{done}.zarr")
+    kept, inode = tree_mtimes(finished), finished.stat().st_ino
+    split_done = (workdir / "results" / "demo" / "split.csv").exists()  # one core: nothing else was running
+
+    # Snakemake's lock outlives a SIGKILL: the rerun refuses until `snakemake --unlock`
+    locked = snakemake(workdir, *AFTER_KILL, timeout=120)
+    assert locked.returncode != 0 and "--unlock" in locked.stdout + locked.stderr, locked.stderr[-3000:]
+    unlock = snakemake(workdir, "--unlock", timeout=120)
+    assert unlock.returncode == 0, unlock.stderr[-3000:]
+
+    rerun = snakemake(workdir, *AFTER_KILL)
+    output = rerun.stdout + rerun.stderr
+    assert rerun.returncode == 0, output[-5000:]
+    assert planned_jobs(output) == {"extract_maps": 1, "collect_skipped": 1, **DOWNSTREAM} | \
+        ({} if split_done else {"split": 1})
+    assert re.findall(r"scatteritem=(\S+)", output) == [unfinished]
+    assert tree_mtimes(finished) == kept and finished.stat().st_ino == inode  # the finished store is untouched
+    assert sorted(p.name for p in maps.iterdir()) == [f"{shard}.zarr" for shard in SHARDS]
+    for shard in SHARDS:
+        assert_same_store(maps / f"{shard}.zarr", demo_run / "results" / "demo" / "maps" / f"{shard}.zarr")
+    assert_same_results(workdir, demo_run)
+
+
+@pytest.mark.slow
+def test_killed_fit_reruns_only_the_fit_and_what_follows(demo_run, tmp_path) -> None:
+    workdir = tmp_path / "project"
+    shutil.copytree(demo_run, workdir, symlinks=True)  # a finished project; -R fit_regressor redoes its fit
+    results = workdir / "results"
+    model, log = results / "demo" / "regressor.npz", workdir / "logs" / "demo" / "fit.log"
+    stores = {shard: tree_mtimes(results / "demo" / "maps" / f"{shard}.zarr") for shard in SHARDS}
+    inputs = [results / "demo" / "manifest.csv", results / "demo" / "split.csv", results / "demo_skipped.csv"]
+    kept = {path: path.stat().st_mtime_ns for path in inputs}
+    started = time.time_ns()
+
+    def fit_running() -> bool:
+        # Snakemake deletes a job's outputs and log before starting it; the fit script then opens its log anew
+        with contextlib.suppress(FileNotFoundError):
+            return not model.exists() and log.stat().st_mtime_ns >= started
+        return False
+
+    killed = kill_midway(workdir, "--forcerun", "fit_regressor", ready=fit_running)
+    assert not model.exists(), f"the killed fit left a regressor.npz:\n{killed[-5000:]}"
+
+    unlock = snakemake(workdir, "--unlock", timeout=120)
+    assert unlock.returncode == 0, unlock.stderr[-3000:]
+    rerun = snakemake(workdir, *AFTER_KILL)
+    output = rerun.stdout + rerun.stderr
+    assert rerun.returncode == 0, output[-5000:]
+    # no extraction, manifest, split or skipped-inputs job; the fit runs again although the previous run's
+    # tables are still there, because `all` asks for the regressor too
+    assert planned_jobs(output) == DOWNSTREAM
+    assert {shard: tree_mtimes(results / "demo" / "maps" / f"{shard}.zarr") for shard in SHARDS} == stores
+    assert {path: path.stat().st_mtime_ns for path in inputs} == kept
+    assert not list(results.rglob("*.partial"))
+    assert_same_results(workdir, demo_run)

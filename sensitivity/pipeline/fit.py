@@ -78,19 +78,31 @@ def fit_regressor(manifest_path: str | Path, split_path: str | Path, stores: lis
     models = candidate_models(grid, solver, sgd or {}, train)
     scores = validation_corloc(models, val, iou_threshold)
     best = models[int(np.argmax(scores))]
-    partial = Path(f"{model_path}.partial")
-    best.save(partial)
-    partial.replace(model_path)  # a killed fit never leaves a half-written model behind
-    keys = ("features", "alpha", "pool", "normalize", "target")
     summary = {
-        "chosen": {key: best.get_params()[key] for key in keys} | {"solver": solver},
+        "chosen": model_settings(best) | {"solver": solver},
         "val_corloc": float(scores.max()),
         "n_train_rows": int(best.n_samples_seen_),
         "n_val_rows": int((rows["split"] == val_split).sum()),
         "fitted_on": train_split,
         "chosen_on": val_split,
-        "candidates": [{key: m.get_params()[key] for key in keys} | {"val_corloc": float(s)}
-                       for m, s in zip(models, scores)],
+        "candidates": [model_settings(m) | {"val_corloc": float(s)} for m, s in zip(models, scores)],
     }
-    Path(summary_path).write_text(json.dumps(summary, indent=2) + "\n")
+    # The summary first, the model last, each written aside and renamed into place: a fit killed at any
+    # point leaves no half-written file, and a model at its final path always ends a finished fit.
+    publish(summary_path, lambda path: path.write_text(json.dumps(summary, indent=2) + "\n"))
+    publish(model_path, best.save)
     return best
+
+
+def model_settings(model: BoxRegressor) -> dict:
+    """The grid settings of a candidate; ``pool`` and ``normalize`` are null for shape features (unused)."""
+    params = model.get_params()
+    settings = {key: params[key] for key in ("features", "alpha", "pool", "normalize", "target")}
+    return settings | ({"pool": None, "normalize": None} if params["features"] == "shape" else {})
+
+
+def publish(path: str | Path, write) -> None:
+    """``write(<path>.partial)``, then rename it to ``path`` (atomic on one file system)."""
+    partial = Path(f"{path}.partial")
+    write(partial)
+    partial.replace(path)
