@@ -419,3 +419,32 @@ def test_store_writer_refuses_to_publish_missing_rows(tmp_path) -> None:
     assert not (tmp_path / "s.zarr").exists()
     with pytest.raises(StoreError, match="incomplete"):
         MapStore(tmp_path / "s.zarr.partial")
+
+
+# --- split seeds ----------------------------------------------------------------------------------------
+
+
+def test_seed_study_reruns_split_fit_and_evaluate_per_seed(demo_dataset, shard_stores, tmp_path) -> None:
+    from sensitivity.pipeline.seeds import seed_study
+
+    regression = {"solver": "ridge", "grid": GRID | {"features": ["pooled", "shape"]}}
+    evaluation = {"iou_threshold": 0.5, "heuristic": {"sigma": 2.0, "fraction": 0.2}}
+    stores = [str(p) for p in shard_stores]
+    frame = seed_study(demo_dataset["manifest"], stores, [0.5, 0.25, 0.25], [0, 3], regression, evaluation,
+                       tmp_path / "seeds.csv", tmp_path / "seeds.md", title="seeds")
+    assert frame["seed"].tolist() == ["0", "3", "mean", "std"]
+
+    # seed 0 is the fixture's own split: the same numbers as the stages run by hand on it
+    fit_regressor(demo_dataset["manifest"], demo_dataset["split"], stores, tmp_path / "r.npz", tmp_path / "s.json",
+                  grid=regression["grid"])
+    table = evaluate(demo_dataset["manifest"], demo_dataset["split"], stores, tmp_path / "r.npz", tmp_path / "p.csv",
+                     tmp_path / "t.csv", tmp_path / "t.md", sigma=2.0).set_index("class")
+    for method in METHODS:
+        assert frame.loc[0, f"average_{method}"] == pytest.approx(table.loc["Average", f"corloc_{method}"])
+        assert frame.loc[0, f"all_{method}"] == pytest.approx(table.loc["All images", f"corloc_{method}"])
+        values = frame.loc[:1, f"average_{method}"].astype(float)
+        assert frame.loc[2, f"average_{method}"] == pytest.approx(values.mean())
+        assert frame.loc[3, f"average_{method}"] == pytest.approx(values.std())
+    assert frame.loc[0, "n_test"] == table.loc["All images", "n_images"]
+    assert pd.read_csv(tmp_path / "seeds.csv")["seed"].astype(str).tolist() == ["0", "3", "mean", "std"]
+    assert (tmp_path / "seeds.md").read_text().startswith("## seeds\n\n| seed | n_test | box_model |")

@@ -30,9 +30,10 @@ def corloc_table(predictions: pd.DataFrame, methods: Sequence[str]) -> pd.DataFr
 
 
 def to_markdown(table: pd.DataFrame, title: str = "") -> str:
-    """A GitHub Markdown table (CorLoc with two decimals), optionally under a heading."""
+    """A GitHub Markdown table (numbers with two decimals, the first column left-aligned), optionally under a
+    heading."""
     header = "| " + " | ".join(table.columns) + " |"
-    rule = "|" + "|".join("---" if c == "class" else "---:" for c in table.columns) + "|"
+    rule = "|" + "|".join("---" if i == 0 else "---:" for i in range(len(table.columns))) + "|"
     lines = [header, rule]
     for row in table.itertuples(index=False):
         cells = [f"{v:.2f}" if isinstance(v, float) else str(v) for v in row]

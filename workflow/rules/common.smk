@@ -82,12 +82,24 @@ def dataset_root_input(wildcards):
 
 
 def split_params(wildcards):
+    return split_settings(wildcards.dataset)
+
+
+def split_settings(name):
     """voc2007: the official lists (all three splits needed unless fit_on_test); else seeded fractions."""
-    spec = dataset(wildcards.dataset)
+    spec = dataset(name)
     if spec["kind"] == "voc2007":
         return {"method": "lists", "root": spec["root"], "image_sets": spec["image_sets"],
                 "needed": ["test"] if spec["fit_on_test"] else ["train", "val", "test"]}
     return {"method": "fractions", "fractions": spec["split"]["fractions"], "seed": spec["split"]["seed"]}
+
+
+def seeded_split(name):
+    """The split fractions of a dataset split by seed; VOC's official lists have no seed to vary."""
+    params = split_settings(name)
+    if params["method"] != "fractions":
+        raise ValueError(f"dataset {name!r} is split by its official lists: there is no split seed to vary")
+    return params
 
 
 def fit_splits(wildcards):

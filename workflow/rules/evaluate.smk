@@ -27,6 +27,28 @@ rule evaluate:
         "../scripts/evaluate.py"
 
 
+rule split_seeds:
+    input:
+        manifest="results/{dataset}/manifest.csv",
+        maps=map_stores,
+        code=code("pipeline/seeds.py", "pipeline/split.py", "pipeline/fit.py", "pipeline/evaluate.py",
+                  "pipeline/rows.py", "regress.py", "shape.py", "boxes.py"),
+    output:
+        table="results/{dataset}_seeds.csv",
+        markdown="results/{dataset}_seeds.md",
+    params:
+        split=lambda wc: seeded_split(wc.dataset),
+        seeds=config["evaluation"]["split_seeds"],
+        regression=config["regression"],
+        evaluation=config["evaluation"],
+    log:
+        "logs/{dataset}/seeds.log",
+    conda:
+        "../../envs/sensitivity.yaml"
+    script:
+        "../scripts/seeds.py"
+
+
 rule classifier_accuracy:
     input:
         manifest="results/{dataset}/manifest.csv",
