@@ -22,9 +22,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import platform
 import statistics
-import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -35,44 +33,9 @@ import torch
 from sensitivity.maps import pool_maps, sensitivity
 from sensitivity.models import LoadedModel
 from sensitivity.paper.variants import caching
+from sensitivity.speed import load_batch, machine_description, time_interleaved
 
-
-def machine_description() -> dict[str, object]:
-    """CPU model, usable cores, torch and its threads, and the GPU if any."""
-    cpu = platform.processor() or ""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"cpu": cpu or "unknown", "usable_cores": cores, "logical_cpus": os.cpu_count(),
-            "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
-            "python": platform.python_version()}
-
-
-def _clock(device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter()
-
-
-def time_interleaved(stages: Mapping, device: torch.device, warmup: int = 2, repeats: int = 7) -> dict:
-    """Seconds of each stage per round, rounds interleaving the stages, after ``warmup`` untimed rounds."""
-    for _ in range(warmup):
-        for run in stages.values():
-            run()
-    times: dict[str, list[float]] = {name: [] for name in stages}
-    for _ in range(repeats):
-        for name, run in stages.items():
-            start = _clock(device)
-            run()
-            times[name].append(_clock(device) - start)
-    return times
+__all__ = ["machine_description", "measure_speed", "speed_analysis", "time_interleaved"]
 
 
 def measure_speed(model: LoadedModel, images: torch.Tensor, targets: Sequence[str], aggregate: str, map_size: int,
@@ -124,7 +87,6 @@ def speed_analysis(manifest_path: str | Path, splits_path: str | Path, models_pa
                    map_size: int, speed_path: str | Path, machine_path: str | Path, batch_size: int = 16,
                    warmup: int = 2, repeats: int = 7, device: str = "cpu", threads: int = 1) -> pd.DataFrame:
     """§3.7 on the first ``batch_size`` test images: both targets, the dataset's aggregation."""
-    from sensitivity.images import ImageReadError, read_image
     from sensitivity.models import load_model
     from sensitivity.paper.bank import MAP_VARIANTS, labelled_manifest
     from sensitivity.pipeline.extract import resolve_device
@@ -136,16 +98,8 @@ def speed_analysis(manifest_path: str | Path, splits_path: str | Path, models_pa
     splits = pd.read_csv(splits_path, dtype=str)
     first_seed = next(c for c in splits.columns if c.startswith("seed"))
     test_ids = set(splits.loc[splits[first_seed] == "test", "image_id"])
-    transform = loaded.preprocessing.transform("squash")
-    batch = []
-    for path in rows.loc[rows["image_id"].isin(test_ids), "path"]:
-        try:
-            batch.append(transform(read_image(path, max_side=2 * loaded.preprocessing.size)))
-        except ImageReadError:  # an unreadable image is just not used for timing
-            continue
-        if len(batch) == batch_size:
-            break
-    images = torch.stack(batch).to(torch_device)
+    test_paths = rows.loc[rows["image_id"].isin(test_ids), "path"]
+    images = load_batch(test_paths, loaded, batch_size, torch_device)
     with open(models_path, "rb") as fh:
         models = pickle.load(fh)
 

@@ -130,7 +130,7 @@ rule paper_speed:
         manifest="results/{dataset}/manifest.csv",
         splits=rules.paper_analysis.output.splits,
         models=rules.paper_analysis.output.models,
-        code=code("paper/speed.py", "paper/variants.py", "maps.py", "models.py"),
+        code=code("paper/speed.py", "speed.py", "paper/variants.py", "maps.py", "models.py"),
     output:
         speed="results/paper/{dataset}/speed.csv",
         machine="results/paper/{dataset}/machine.json",
