@@ -24,7 +24,16 @@ from PIL import Image
 
 from sensitivity.boxes import heuristic_box, to_pixels
 from sensitivity.images import ImageReadError, image_size, read_image
-from sensitivity.maps import AGGREGATES, TARGETS, Aggregate, Target, pool_maps, resize_attention, sensitivity
+from sensitivity.maps import (
+    AGGREGATES,
+    TARGETS,
+    Aggregate,
+    Sensitivity,
+    Target,
+    pool_maps,
+    resize_attention,
+    sensitivity,
+)
 from sensitivity.models import LoadedModel
 from sensitivity.regress import BoxRegressor
 
@@ -135,6 +144,23 @@ def check_regressor(regressor: BoxRegressor, model: LoadedModel) -> None:
         )
 
 
+def regression_boxes(model: LoadedModel, inputs: torch.Tensor, target: Target, aggregate: Aggregate,
+                     regressor: BoxRegressor, amp_dtype: torch.dtype | None = None) -> tuple[Sensitivity, np.ndarray]:
+    """One forward and one backward pass, then ``regressor``'s boxes (N, 4), with the maps and logits.
+
+    The regressor gets what the workflow fitted it on: the map pooled to its map size, stacked with the
+    resized Grad-CAM map when it was fitted on (map, attention) stacks.
+    """
+    with_attention = regressor.n_channels_ > 1
+    result = sensitivity(model, inputs, target=target, aggregate=aggregate, amp_dtype=amp_dtype, with_logits=True,
+                         with_attention=with_attention)
+    size = regressor.map_shape_[0] if regressor.map_shape_ else result.maps.shape[-1]
+    features = pool_maps(result.maps.detach(), size)
+    if with_attention:  # as extraction stores them: pooled map, then the resized attention map
+        features = torch.stack([features, resize_attention(result.attention, size)], dim=1)
+    return result, np.asarray(regressor.predict(features.float().cpu().numpy()), dtype=np.float64)
+
+
 def _localize_batch(
     batch: list[tuple[str, Image.Image, tuple[int, int]]],
     model: LoadedModel,
@@ -148,23 +174,17 @@ def _localize_batch(
     keep_images: bool,
 ) -> list[Localization]:
     inputs = torch.stack([transform(image) for _, image, _ in batch]).to(device)
-    # a regressor fitted on (map, attention) stacks, as the workflow's are, needs the attention map too
-    with_attention = regressor is not None and regressor.n_channels_ > 1
-    result = sensitivity(model, inputs, target=target, aggregate=aggregate, with_logits=True,
-                         with_attention=with_attention)
+    if regressor is not None:
+        result, boxes = regression_boxes(model, inputs, target, aggregate, regressor)
+        method: Method = "regression"
+    else:
+        result = sensitivity(model, inputs, target=target, aggregate=aggregate, with_logits=True)
+        boxes = np.stack([heuristic_box(m, sigma=sigma, fraction=fraction)
+                          for m in result.maps.detach().float().cpu().numpy()])
+        method = "heuristic"
     probabilities = torch.softmax(result.logits, dim=1)
     scores, classes = probabilities.max(dim=1)
     maps = result.maps.detach().float().cpu().numpy()
-    if regressor is not None:
-        size = regressor.map_shape_[0] if regressor.map_shape_ else result.maps.shape[-1]
-        features = pool_maps(result.maps.detach(), size)
-        if with_attention:  # as extraction stores them: pooled map, then the resized attention map
-            features = torch.stack([features, resize_attention(result.attention, size)], dim=1)
-        boxes = np.asarray(regressor.predict(features.float().cpu().numpy()), dtype=np.float64)
-        method: Method = "regression"
-    else:
-        boxes = np.stack([heuristic_box(m, sigma=sigma, fraction=fraction) for m in maps])
-        method = "heuristic"
     out = []
     for (path, image, (width, height)), m, box, index, score in zip(
         batch, maps, boxes, classes.tolist(), scores.tolist()
@@ -295,4 +315,5 @@ __all__ = [
     "expand_image_paths",
     "iter_localize",
     "localize_images",
+    "regression_boxes",
 ]

@@ -28,7 +28,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from sensitivity.maps import pool_maps, sensitivity
+from sensitivity.localize import regression_boxes
+from sensitivity.maps import sensitivity
 from sensitivity.models import LoadedModel
 from sensitivity.pipeline.extract import AMP_DTYPES, resolve_device
 
@@ -135,11 +136,9 @@ def map_paths(model: LoadedModel, images: torch.Tensor, aggregate: str, box_targ
 
     stages = {FORWARD: forward, "class map": map_of("class"), "gestalt map": map_of("gestalt")}
     if regressor is not None:
-        size = regressor.map_shape_[0] if regressor.map_shape_ else images.shape[-1]
 
         def image_to_box() -> np.ndarray:
-            maps = sensitivity(model, images, box_target, aggregate, amp_dtype=amp_dtype).maps
-            return regressor.predict(pool_maps(maps, size).cpu().numpy())
+            return regression_boxes(model, images, box_target, aggregate, regressor, amp_dtype)[1]
 
         stages["image → box"] = image_to_box
     return stages

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import pandas as pd
 import torch
 
@@ -40,7 +41,8 @@ def test_load_batch_passes_over_unreadable_images(tmp_path, lite0, demo_image_pa
     torch.testing.assert_close(batch[0], expected, rtol=0, atol=0)
 
 
-def test_speed_table_times_every_path_on_real_images(tmp_path, demo_image_paths):
+@pytest.mark.parametrize("features", ["pooled", "shape"])
+def test_speed_table_times_every_path_on_real_images(tmp_path, demo_image_paths, features):
     empty = tmp_path / "empty.jpg"
     empty.touch()
     rows = [{"image_id": f"k/{i}", "path": str(path), "width": 10, "height": 10, "label": "kangaroo",
@@ -50,7 +52,9 @@ def test_speed_table_times_every_path_on_real_images(tmp_path, demo_image_paths)
     rng = np.random.default_rng(0)
     corners = rng.uniform(0, 1, size=(32, 2, 2))
     boxes = np.concatenate([corners.min(axis=1), corners.max(axis=1)], axis=1)
-    BoxRegressor(pool=7).fit(rng.random((32, 56, 56)), boxes).save(tmp_path / "regressor.npz")
+    # the workflow's regressors: the paper's pooled map, or shape features of (map, attention) stacks
+    maps = rng.random((32, 56, 56)) if features == "pooled" else rng.random((32, 2, 56, 56))
+    BoxRegressor(pool=7, features=features).fit(maps, boxes).save(tmp_path / "regressor.npz")
 
     table = speed_table(tmp_path / "manifest.csv", tmp_path / "regressor.npz", tmp_path / "speed.csv",
                         {"name": "efficientnet_lite0", "weights": "random"}, target="gestalt", aggregate="max",
