@@ -118,9 +118,11 @@ def load_batch(paths: Iterable[str | Path], model: LoadedModel, batch_size: int,
 
 def map_paths(model: LoadedModel, images: torch.Tensor, aggregate: str, box_target: str,
               regressor=None, amp_dtype: torch.dtype | None = None) -> dict[str, Callable[[], object]]:
-    """The timed stages: ``forward`` (the classification), ``class map``, ``gestalt map`` and, with a
-    fitted :class:`~sensitivity.regress.BoxRegressor`, ``image → box`` (the ``box_target`` map, pooled to
-    the regressor's map size, then its boxes), each a no-argument callable on ``images``."""
+    """The timed stages: ``forward`` (the classification), ``class map``, ``gestalt map``, ``<target> map +
+    Grad-CAM`` (the ``box_target`` map with the attention map and logits the extraction stores) and, with a
+    fitted :class:`~sensitivity.regress.BoxRegressor`, ``image → box`` (what ``sensitivity localize`` does:
+    the map, and the attention map for a shape regressor, then its boxes), each a no-argument callable on
+    ``images``."""
     network = model.network
     device = images.device
 
@@ -131,10 +133,12 @@ def map_paths(model: LoadedModel, images: torch.Tensor, aggregate: str, box_targ
         with torch.inference_mode(), autocast():
             return network(images)
 
-    def map_of(target: str) -> Callable[[], torch.Tensor]:
-        return lambda: sensitivity(model, images, target, aggregate, amp_dtype=amp_dtype).maps
+    def map_of(target: str, extras: bool = False) -> Callable[[], torch.Tensor]:
+        return lambda: sensitivity(model, images, target, aggregate, amp_dtype=amp_dtype, with_logits=extras,
+                                   with_attention=extras).maps
 
-    stages = {FORWARD: forward, "class map": map_of("class"), "gestalt map": map_of("gestalt")}
+    stages = {FORWARD: forward, "class map": map_of("class"), "gestalt map": map_of("gestalt"),
+              f"{box_target} map + Grad-CAM": map_of(box_target, extras=True)}
     if regressor is not None:
 
         def image_to_box() -> np.ndarray:

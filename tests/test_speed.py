@@ -61,7 +61,7 @@ def test_speed_table_times_every_path_on_real_images(tmp_path, demo_image_paths,
                         batch_size=2, warmup=0, repeats=1, device="cpu", threads=1)
 
     written = pd.read_csv(tmp_path / "speed.csv", keep_default_na=False)
-    paths = ["forward", "class map", "gestalt map", "image → box"]
+    paths = ["forward", "class map", "gestalt map", "gestalt map + Grad-CAM", "image → box"]
     assert written["path"].tolist() == table["path"].tolist() == paths
     assert (written["batch_size"] == 2).all() and (written["device"] == "cpu").all()
     assert (written["dtype"] == "float32").all() and (written["model"] == "efficientnet_lite0").all()
@@ -79,6 +79,6 @@ def test_speed_table_without_a_regressor_leaves_the_box_step_out(tmp_path, demo_
     table = speed_table(tmp_path / "manifest.csv", None, tmp_path / "speed.csv",
                         {"name": "efficientnet_lite0", "weights": "random"}, target="class", aggregate="mean",
                         batch_size=4, warmup=0, repeats=1, device="cpu", threads=1)
-    assert table["path"].tolist() == ["forward", "class map", "gestalt map"]
+    assert table["path"].tolist() == ["forward", "class map", "gestalt map", "class map + Grad-CAM"]
     assert (table["batch_size"] == 1).all()  # fewer readable images than asked: the batch is what there is
 
