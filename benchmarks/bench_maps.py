@@ -118,7 +118,8 @@ def variants(model: LoadedModel, images: torch.Tensor, args: argparse.Namespace)
     """Name → no-argument callable, and name → note (map difference, compile time or failure)."""
     amp = AMP[args.amp]
     device = images.device
-    eager = sensitivity(model, images, "class", args.aggregate)  # the fp32 eager NCHW reference maps
+    eager = sensitivity(model, images, "class", args.aggregate)  # the fp32 eager reference maps
+    images = model.layout(images)  # every stage gets the batch in the layout sensitivity() uses
     network = model.network
     if args.channels_last:
         network.to(memory_format=torch.channels_last)

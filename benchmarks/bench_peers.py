@@ -73,6 +73,7 @@ def methods(model: LoadedModel, images: torch.Tensor,
     from pytorch_grad_cam import GradCAM
 
     network = model.network
+    images = model.layout(images)  # every method gets the batch in the layout our maps use
     with torch.no_grad():  # not inference_mode: Captum indexes its graph's output with these
         classes = network(images).argmax(dim=1)
     saliency = Saliency(network)

@@ -116,6 +116,8 @@ def sensitivity(
     if images.ndim != 4:
         raise ValueError(f"images must be (N, C, H, W), got shape {tuple(images.shape)}")
     network = _network(model)
+    if isinstance(model, LoadedModel):
+        images = model.layout(images)
     split = hasattr(network, "features") and hasattr(network, "head")
     if (target == "gestalt" or with_attention) and not split:
         raise ValueError("the gestalt target and with_attention need a network with `features` and `head` "

@@ -129,9 +129,11 @@ def map_paths(model: LoadedModel, images: torch.Tensor, aggregate: str, box_targ
     def autocast() -> contextlib.AbstractContextManager:
         return torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext()
 
+    forward_images = model.layout(images)  # as the maps get them
+
     def forward() -> torch.Tensor:
         with torch.inference_mode(), autocast():
-            return network(images)
+            return network(forward_images)
 
     def map_of(target: str, extras: bool = False) -> Callable[[], torch.Tensor]:
         return lambda: sensitivity(model, images, target, aggregate, amp_dtype=amp_dtype, with_logits=extras,

@@ -307,8 +307,8 @@ def test_exactly_one_forward_and_one_backward_per_batch(lite0, demo_batch, targe
     maps = sensitivity_maps(network, demo_batch, target)
     assert maps.shape == (4, 224, 224)
     assert counter == {"features": 1, "head": 1 if target == "class" else 0, "backward": 1}
-    # The wrapper is transparent: same maps as the bare model.
-    assert torch.equal(maps, sensitivity_maps(lite0, demo_batch, target))
+    # The wrapper is transparent: same maps as the bare network (same memory layout).
+    assert torch.equal(maps, sensitivity_maps(lite0.network, demo_batch, target))
 
 
 # --- autocast --------------------------------------------------------------------------------------
@@ -431,3 +431,20 @@ def test_attention_needs_the_features_head_split():
     plain = nn.Sequential(nn.Conv2d(3, 2, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(1)).double()
     with pytest.raises(ValueError, match="with_attention"):
         sensitivity(plain, tiny_images(), "class", with_attention=True)
+
+
+def test_lite0_runs_channels_last_with_the_same_maps(lite0, demo_batch):
+    """EfficientNet-Lite0 gets channels_last batches (faster on CPU); its maps equal the plain layout's."""
+    assert lite0.channels_last and lite0.layout(demo_batch).is_contiguous(memory_format=torch.channels_last)
+    plain = SplitClassifier(lite0.network.features, lite0.network.head)  # a bare module: no layout change
+    for target in ("class", "gestalt"):
+        fast = sensitivity(lite0, demo_batch, target, "max", with_logits=True, with_attention=True)
+        reference = sensitivity(plain, demo_batch.contiguous(), target, "max", with_logits=True, with_attention=True)
+        scale = float(reference.maps.max())
+        torch.testing.assert_close(fast.maps, reference.maps, rtol=0, atol=1e-5 * scale)
+        torch.testing.assert_close(fast.attention, reference.attention, rtol=1e-4, atol=1e-5 * float(reference.attention.max()))
+        assert torch.equal(fast.logits.argmax(dim=1), reference.logits.argmax(dim=1))
+
+
+def test_vgg_keeps_the_default_layout(vgg16_random, vgg_batch):
+    assert not vgg16_random.channels_last and vgg16_random.layout(vgg_batch) is vgg_batch

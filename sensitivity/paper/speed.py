@@ -50,6 +50,7 @@ def measure_speed(model: LoadedModel, images: torch.Tensor, targets: Sequence[st
     """
     device = images.device
     network = model.network
+    images = model.layout(images)  # the forward gets the batch as the maps do
     batch = len(images)
 
     def forward():
