@@ -179,12 +179,12 @@ def _localize_batch(
         method: Method = "regression"
     else:
         result = sensitivity(model, inputs, target=target, aggregate=aggregate, with_logits=True)
-        boxes = np.stack([heuristic_box(m, sigma=sigma, fraction=fraction)
-                          for m in result.maps.detach().float().cpu().numpy()])
         method = "heuristic"
+    maps = result.maps.detach().float().cpu().numpy()
+    if regressor is None:
+        boxes = np.stack([heuristic_box(m, sigma=sigma, fraction=fraction) for m in maps])
     probabilities = torch.softmax(result.logits, dim=1)
     scores, classes = probabilities.max(dim=1)
-    maps = result.maps.detach().float().cpu().numpy()
     out = []
     for (path, image, (width, height)), m, box, index, score in zip(
         batch, maps, boxes, classes.tolist(), scores.tolist()

@@ -5,12 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from sensitivity.datasets import synset_to_index
-from sensitivity.pipeline.rows import labelled_rows
 from sensitivity.datasets.split import SPLITS
+from sensitivity.pipeline.rows import labelled_rows
 from sensitivity.store import MapStore
 
 COLUMNS = ["split", "n_images", "top1", "top5"]
