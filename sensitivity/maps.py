@@ -90,29 +90,31 @@ def pool_maps(maps: torch.Tensor, size: int) -> torch.Tensor:
     return F.avg_pool2d(maps[:, None], (height // size, width // size))[:, 0]
 
 
-def sensitivity(
+@dataclass
+class InputGradient:
+    """d target / d input of one batch (N, C, H, W) in the network's dtype, with what the pass also gave."""
+
+    gradient: torch.Tensor
+    classes: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    attention: torch.Tensor | None = None
+
+
+def input_gradient(
     model: LoadedModel | nn.Module,
     images: torch.Tensor,
     target: Target = "class",
-    aggregate: Aggregate = "max",
     classes: torch.Tensor | None = None,
     amp_dtype: torch.dtype | None = None,
     with_logits: bool = False,
     with_attention: bool = False,
-) -> Sensitivity:
-    """Sensitivity maps of a batch of preprocessed images (N, 3, H, W) on the model's device.
+) -> InputGradient:
+    """One forward and one backward pass: the gradient of the target with respect to ``images``.
 
-    `classes` (N,) int fixes the class per image for the class target (default: the predicted class).
-    `amp_dtype` (torch.bfloat16 / torch.float16) runs the network under autocast; maps are float32.
-    The gestalt target needs a network with a `features` module (every `load_model` network has one);
-    its map never involves the head, but `with_logits` also runs the head on the (detached) attention
-    map for the class, which costs only the head, not another forward pass. `with_attention` also returns
-    the target's Grad-CAM map from the same backward pass (needs the `features`/`head` split).
+    The shared core of the gradient map methods; see :func:`sensitivity` for the arguments.
     """
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; expected one of {TARGETS}")
-    if aggregate not in AGGREGATES:
-        raise ValueError(f"unknown aggregate {aggregate!r}; expected one of {AGGREGATES}")
     if images.ndim != 4:
         raise ValueError(f"images must be (N, C, H, W), got shape {tuple(images.shape)}")
     network = _network(model)
@@ -147,9 +149,34 @@ def sensitivity(
         attention = grad_cam(activations.detach(), activation_gradient).detach()
     else:
         (gradient,) = torch.autograd.grad(objective, inputs)
-    maps = aggregate_channels(gradient.float(), aggregate)
-    return Sensitivity(maps, None if chosen is None else chosen.detach(), None if logits is None else logits.detach(),
-                       attention)
+    return InputGradient(gradient, None if chosen is None else chosen.detach(),
+                         None if logits is None else logits.detach(), attention)
+
+
+def sensitivity(
+    model: LoadedModel | nn.Module,
+    images: torch.Tensor,
+    target: Target = "class",
+    aggregate: Aggregate = "max",
+    classes: torch.Tensor | None = None,
+    amp_dtype: torch.dtype | None = None,
+    with_logits: bool = False,
+    with_attention: bool = False,
+) -> Sensitivity:
+    """Sensitivity maps of a batch of preprocessed images (N, 3, H, W) on the model's device.
+
+    `classes` (N,) int fixes the class per image for the class target (default: the predicted class).
+    `amp_dtype` (torch.bfloat16 / torch.float16) runs the network under autocast; maps are float32.
+    The gestalt target needs a network with a `features` module (every `load_model` network has one);
+    its map never involves the head, but `with_logits` also runs the head on the (detached) attention
+    map for the class, which costs only the head, not another forward pass. `with_attention` also returns
+    the target's Grad-CAM map from the same backward pass (needs the `features`/`head` split).
+    """
+    if aggregate not in AGGREGATES:
+        raise ValueError(f"unknown aggregate {aggregate!r}; expected one of {AGGREGATES}")
+    result = input_gradient(model, images, target, classes, amp_dtype, with_logits, with_attention)
+    return Sensitivity(aggregate_channels(result.gradient.float(), aggregate), result.classes, result.logits,
+                       result.attention)
 
 
 def sensitivity_maps(
