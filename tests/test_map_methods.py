@@ -149,7 +149,8 @@ def test_guided_backprop_reaches_relu6_where_captum_does_not(lite0, demo_batch):
     x = demo_batch[:1]
     ours = compute_maps(lite0, x, "guided_backprop", target="class", aggregate="max")
     plain = sensitivity(lite0, x, "class", "max", classes=ours.classes).maps
-    theirs = aggregate_abs(captum_attr.GuidedBackprop(lite0.network).attribute(x, target=ours.classes), "max")
+    theirs = aggregate_abs(captum_attr.GuidedBackprop(lite0.network).attribute(lite0.layout(x), target=ours.classes),
+                           "max")
     assert_maps_close(theirs, plain, 1e-5)
     assert (ours.maps - plain).abs().max() > 0.1 * plain.max()
 

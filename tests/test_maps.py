@@ -7,6 +7,8 @@ independent per-image `torch.func.grad` of the same objective.
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -22,11 +24,12 @@ def tiny_images(n: int = 2, seed: int = 1) -> torch.Tensor:
     return torch.randn(n, 3, 6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
 
 
-def objective(network: SplitClassifier, target: str, cls: int | None):
-    """Scalar objective of one image (C, H, W): the class logit or the Gestalt Total."""
+def objective(network: SplitClassifier, target: str, cls: int | None, layout=lambda batch: batch):
+    """Scalar objective of one image (C, H, W): the class logit or the Gestalt Total; ``layout`` puts the
+    one-image batch in the memory format the network is run in."""
     if target == "class":
-        return lambda image: network(image[None])[0, cls]
-    return lambda image: network.features(image[None]).mean()
+        return lambda image: network(layout(image[None]))[0, cls]
+    return lambda image: network.features(layout(image[None])).mean()
 
 
 def batched_objective(network: SplitClassifier, target: str, cls: int | None):
@@ -134,7 +137,8 @@ def test_real_maps_equal_torch_func_reference(which, target, request):
             cls = int(results["max"].classes[i])
             with torch.no_grad():
                 assert cls == int(network(images[i : i + 1]).argmax())
-        gradient = torch.func.grad(objective(network, target, cls))(images[i])
+        # In the layout the maps are computed in: float32 kernels of other layouts sum in another order.
+        gradient = torch.func.grad(objective(network, target, cls, model.layout))(images[i])
         for aggregate, result in results.items():
             assert_maps_close(result.maps[i], by_hand(gradient, aggregate), 1e-5)
 
@@ -400,14 +404,21 @@ def test_attention_needs_the_features_head_split():
 
 
 def test_lite0_runs_channels_last_with_the_same_maps(lite0, demo_batch):
-    """EfficientNet-Lite0 gets channels_last batches (faster on CPU); its maps equal the plain layout's."""
+    """EfficientNet-Lite0 gets channels_last batches (faster on CPU); its maps are as close to the exact (float64)
+    maps as the plain layout's. How close the two float32 layouts are to each other depends on the CPU's
+    kernels: 7e-7 of the largest value on one machine, 2e-4 on an AVX2 one, where each is 2e-3 from float64."""
     assert lite0.channels_last and lite0.layout(demo_batch).is_contiguous(memory_format=torch.channels_last)
     plain = SplitClassifier(lite0.network.features, lite0.network.head)  # a bare module: no layout change
+    exact = copy.deepcopy(plain).double()
     for target in ("class", "gestalt"):
         fast = sensitivity(lite0, demo_batch, target, "max", with_logits=True, with_attention=True)
         reference = sensitivity(plain, demo_batch.contiguous(), target, "max", with_logits=True, with_attention=True)
-        scale = float(reference.maps.max())
-        torch.testing.assert_close(fast.maps, reference.maps, rtol=0, atol=1e-5 * scale)
+        truth = sensitivity(exact, demo_batch.double(), target, "max", classes=reference.classes).maps
+        scale = float(truth.max())
+        fast_error = float((fast.maps - truth).abs().max()) / scale
+        plain_error = float((reference.maps - truth).abs().max()) / scale
+        assert fast_error <= 1.1 * plain_error + 1e-6, (fast_error, plain_error)
+        torch.testing.assert_close(fast.maps, reference.maps, rtol=0, atol=1e-3 * scale)
         torch.testing.assert_close(fast.attention, reference.attention, rtol=1e-4, atol=1e-5 * float(reference.attention.max()))
         assert torch.equal(fast.logits.argmax(dim=1), reference.logits.argmax(dim=1))
 
