@@ -16,6 +16,7 @@ include: "workflow/rules/fit.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/paper.smk"
+include: "workflow/rules/methods.smk"
 include: "workflow/rules/speed.smk"
 
 

@@ -97,6 +97,9 @@ DEFAULT_SIGMA = 4.0
 DEFAULT_FRACTION = 0.2
 #: ``--out`` when neither it nor ``--boxes-csv`` is given.
 DEFAULT_OUT = "localize_out"
+#: The map options of `localize` when neither the command line nor the regressor gives them.
+MAP_DEFAULTS = {"model": "efficientnet_lite0", "target": "class", "aggregate": "mean", "method": "gradient"}
+
 #: sensitivity.localize.IMAGE_SUFFIXES, repeated for the same reason (tests check they agree).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
@@ -117,15 +120,22 @@ def _add_localize(subparsers) -> None:
                         f"({', '.join(IMAGE_SUFFIXES)}, any case; hidden files left out), sorted by path")
     p.add_argument("-r", "--recursive", action="store_true",
                    help="folders also give the images of their sub-folders")
-    p.add_argument("--model", default="efficientnet_lite0", help="network name (default: %(default)s, embedded)")
+    p.add_argument("--model", default=None,
+                   help=f"network name (default: the regressor's, else {MAP_DEFAULTS['model']}, embedded)")
     p.add_argument("--weights", default=None, metavar="PATH",
                    help="state dict to load instead of the default pretrained weights")
-    p.add_argument("--target", choices=("class", "gestalt"), default="class",
-                   help="map of the predicted class's score or of the Gestalt Total (default: %(default)s)")
-    p.add_argument("--aggregate", choices=("max", "mean"), default="mean",
-                   help="|gradient| over colour channels (default: %(default)s)")
+    p.add_argument("--target", choices=("class", "gestalt"), default=None,
+                   help="map of the predicted class's score or of the Gestalt Total (default: the regressor's, "
+                        f"else {MAP_DEFAULTS['target']})")
+    p.add_argument("--aggregate", choices=("max", "mean"), default=None,
+                   help=f"|gradient| over colour channels (default: the regressor's, else {MAP_DEFAULTS['aggregate']})")
+    p.add_argument("--method", default=None,
+                   help="map method: gradient, input_x_gradient, smoothgrad, integrated_gradients, guided_backprop, "
+                        f"gradcam or cam (default: the regressor's, else {MAP_DEFAULTS['method']})")
     p.add_argument("--regressor", default=None, metavar="FILE",
-                   help="fitted BoxRegressor (.npz); without it boxes come from the heuristic")
+                   help="fitted BoxRegressor (.npz); without it boxes come from the heuristic. A workflow regressor "
+                        "records the model, target, aggregate and map method of its maps: they are the defaults, "
+                        "and other values are an error")
     p.add_argument("--sigma", type=_non_negative_float, default=DEFAULT_SIGMA,
                    help="heuristic: Gaussian smoothing in map pixels (default: %(default)s)")
     p.add_argument("--fraction", type=_fraction, default=DEFAULT_FRACTION,
@@ -142,6 +152,28 @@ def _add_localize(subparsers) -> None:
     p.set_defaults(run=_run_localize)
 
 
+def _map_options(args: argparse.Namespace, regressor) -> dict:
+    """Model, target, aggregate, map method and its settings: as given, else as the regressor's maps were made,
+    else the defaults. A given value the regressor's maps were not made with is a UsageError."""
+    from sensitivity.map_methods import method_settings
+    from sensitivity.regress import check_provenance
+
+    made = dict(getattr(regressor, "provenance_", None) or {})
+    options = {key: getattr(args, key) if getattr(args, key) is not None else made.get(key, default)
+               for key, default in MAP_DEFAULTS.items()}
+    try:
+        settings = method_settings(options["method"],
+                                   made.get("method_settings") if options["method"] == made.get("method") else None)
+    except ValueError as error:
+        raise UsageError(f"--method: {error}") from None
+    if made:
+        try:
+            check_provenance(regressor, options | {"method_settings": settings}, args.regressor)
+        except ValueError as error:
+            raise UsageError(f"--regressor: {error}") from None
+    return options | {"settings": settings}
+
+
 def _run_localize(args: argparse.Namespace) -> int:
     from sensitivity.figures import plot_localization
     from sensitivity.localize import Failure, check_regressor, expand_image_paths, iter_localize
@@ -154,16 +186,21 @@ def _run_localize(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out is not None else None if csv_path is not None else Path(DEFAULT_OUT)
     images, empty_folders = expand_image_paths(args.images, recursive=args.recursive)
     device = _resolve_device(args.device)
-    try:
-        model = load_model(args.model, weights=args.weights, device=device)
-    except (UnknownModelError, WeightsError) as error:
-        raise UsageError(str(error)) from None
     regressor = None
     if args.regressor is not None:
         try:
             regressor = BoxRegressor.load(args.regressor)
-            check_regressor(regressor, model)
         except (OSError, ValueError) as error:
+            raise UsageError(f"--regressor: {error}") from None
+    options = _map_options(args, regressor)
+    try:
+        model = load_model(options["model"], weights=args.weights, device=device)
+    except (UnknownModelError, WeightsError) as error:
+        raise UsageError(str(error)) from None
+    if regressor is not None:
+        try:
+            check_regressor(regressor, model)
+        except ValueError as error:
             raise UsageError(f"--regressor: {error}") from None
     else:
         _write(sys.stderr, f"no --regressor given: boxes come from the heuristic "
@@ -183,8 +220,9 @@ def _run_localize(args: argparse.Namespace) -> int:
         writer = csv.writer(fh)
         writer.writerow(LOCALIZE_COLUMNS)
         results = iter_localize(
-            images, model, target=args.target, aggregate=args.aggregate, regressor=regressor,
+            images, model, target=options["target"], aggregate=options["aggregate"], regressor=regressor,
             sigma=args.sigma, fraction=args.fraction, batch_size=args.batch_size, keep_images=out is not None,
+            method=options["method"], settings=options["settings"],
         )
         for item in results:
             if isinstance(item, Failure):
@@ -196,7 +234,7 @@ def _run_localize(args: argparse.Namespace) -> int:
             if out is not None:
                 figure = f"{_unique_stem(Path(item.path).stem or 'image', used_stems)}.png"
                 title = (f"{Path(item.path).name}: {item.class_name} ({item.score:.2f}), {item.method} box, "
-                         f"{args.target} map ({args.aggregate} over channels)")
+                         f"{options['method']} {options['target']} map ({options['aggregate']} over channels)")
                 plot_localization(item.image, item.map, item.box_normalised, None, title, out / figure)
                 item.image = None  # free it: results stream, one batch at a time
             writer.writerow([item.path, item.width, item.height, item.class_index, item.class_name,

@@ -209,3 +209,33 @@ def plot_example_grid(
 
 
 __all__ = ["figure_height", "plot_example_grid", "plot_localization"]
+
+
+def plot_accuracy_cost(table, path: str | PathLike[str], title: str = "", dpi: int = 100) -> Path:
+    """Accuracy against cost, one point per row of a methods table (``map_method``, ``box_method``,
+    ``gt_known_loc`` in %, ``x_forward``): GT-known Loc over the image → box time in forward passes (log
+    scale), a marker per box method. Rows without a map (cost 0) are a dashed horizontal line."""
+    markers = {"heuristic": "s", "wsol": "^", "learned": "o"}
+    fig = Figure(figsize=(8.0, 5.0))
+    ax = fig.add_subplot()
+    for _, row in table.iterrows():
+        if row["x_forward"] <= 0:
+            ax.axhline(row["gt_known_loc"], color="grey", linestyle="--", linewidth=1)
+            ax.annotate(f"{row['box_method']} box (no map)", (1.0, row["gt_known_loc"]), xycoords=("axes fraction", "data"),
+                        ha="right", va="bottom", fontsize=8, color="grey")
+            continue
+        box = row["box_method"]
+        ax.scatter(row["x_forward"], row["gt_known_loc"], marker=markers.get(box, "o"), s=40, color=f"C{list(markers).index(box) if box in markers else 3}")
+        ax.annotate(f"{row['map_method']}\n{row['box_method']}", (row["x_forward"], row["gt_known_loc"]),
+                    xytext=(4, 2), textcoords="offset points", fontsize=7)
+    for box, marker in markers.items():
+        ax.scatter([], [], marker=marker, color=f"C{list(markers).index(box)}", label=f"{box} box")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("time of image → box, in forward passes (log)")
+    ax.set_ylabel("GT-known Loc (%)")
+    ax.grid(True, which="both", linewidth=0.3)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return _save(fig, path, dpi)

@@ -24,16 +24,8 @@ from PIL import Image
 
 from sensitivity.boxes import heuristic_box, to_pixels
 from sensitivity.images import ImageReadError, image_size, read_image
-from sensitivity.maps import (
-    AGGREGATES,
-    TARGETS,
-    Aggregate,
-    Sensitivity,
-    Target,
-    pool_maps,
-    resize_attention,
-    sensitivity,
-)
+from sensitivity.map_methods import compute_maps, method_settings
+from sensitivity.maps import AGGREGATES, TARGETS, Aggregate, Sensitivity, Target, pool_maps, resize_attention
 from sensitivity.models import LoadedModel
 from sensitivity.regress import BoxRegressor
 
@@ -145,15 +137,17 @@ def check_regressor(regressor: BoxRegressor, model: LoadedModel) -> None:
 
 
 def regression_boxes(model: LoadedModel, inputs: torch.Tensor, target: Target, aggregate: Aggregate,
-                     regressor: BoxRegressor, amp_dtype: torch.dtype | None = None) -> tuple[Sensitivity, np.ndarray]:
-    """One forward and one backward pass, then ``regressor``'s boxes (N, 4), with the maps and logits.
+                     regressor: BoxRegressor, amp_dtype: torch.dtype | None = None, method: str = "gradient",
+                     settings: dict | None = None) -> tuple[Sensitivity, np.ndarray]:
+    """The maps of ``method`` (the paper's gradient map: one forward and one backward pass), then
+    ``regressor``'s boxes (N, 4), with the maps and logits.
 
     The regressor gets what the workflow fitted it on: the map pooled to its map size, stacked with the
     resized Grad-CAM map when it was fitted on (map, attention) stacks.
     """
     with_attention = regressor.n_channels_ > 1
-    result = sensitivity(model, inputs, target=target, aggregate=aggregate, amp_dtype=amp_dtype, with_logits=True,
-                         with_attention=with_attention)
+    result = compute_maps(model, inputs, method, settings, target, aggregate, amp_dtype=amp_dtype,
+                          with_attention=with_attention)
     size = regressor.map_shape_[0] if regressor.map_shape_ else result.maps.shape[-1]
     features = pool_maps(result.maps.detach(), size)
     if with_attention:  # as extraction stores them: pooled map, then the resized attention map
@@ -172,13 +166,16 @@ def _localize_batch(
     fraction: float,
     device: torch.device,
     keep_images: bool,
+    map_method: str,
+    settings: dict,
 ) -> list[Localization]:
     inputs = torch.stack([transform(image) for _, image, _ in batch]).to(device)
     if regressor is not None:
-        result, boxes = regression_boxes(model, inputs, target, aggregate, regressor)
+        result, boxes = regression_boxes(model, inputs, target, aggregate, regressor, method=map_method,
+                                         settings=settings)
         method: Method = "regression"
     else:
-        result = sensitivity(model, inputs, target=target, aggregate=aggregate, with_logits=True)
+        result = compute_maps(model, inputs, map_method, settings, target, aggregate)
         method = "heuristic"
     maps = result.maps.detach().float().cpu().numpy()
     if regressor is None:
@@ -218,6 +215,8 @@ def iter_localize(
     batch_size: int = 8,
     device: str | torch.device | None = None,
     keep_images: bool = False,
+    method: str = "gradient",
+    settings: dict | None = None,
 ) -> Iterator[Localization | Failure]:
     """Yield one :class:`Localization` or :class:`Failure` per path, in input order, batch by batch.
 
@@ -225,6 +224,7 @@ def iter_localize(
     arguments; ``keep_images`` keeps the decoded image in each result (for figures).
     """
     _check_options(target, aggregate, sigma, fraction, batch_size)
+    settings = method_settings(method, settings)
     if regressor is not None:
         check_regressor(regressor, model)
     device = torch.device(device) if device is not None else model.device
@@ -236,7 +236,7 @@ def iter_localize(
         batch = [item for item in pending if not isinstance(item, Failure)]
         done = iter(
             _localize_batch(batch, model, transform, target, aggregate, regressor, sigma, fraction, device,
-                            keep_images)
+                            keep_images, method, settings)
             if batch else []
         )
         for item in pending:
@@ -271,6 +271,8 @@ def localize_images(
     batch_size: int = 8,
     device: str | torch.device | None = None,
     keep_images: bool = False,
+    method: str = "gradient",
+    settings: dict | None = None,
 ) -> tuple[list[Localization], list[tuple[str, str]]]:
     """Localize the main object in each image file.
 
@@ -288,6 +290,8 @@ def localize_images(
     batch_size : images per forward/backward pass.
     device : where the inputs go; defaults to the model's device.
     keep_images : keep each decoded image in ``Localization.image``.
+    method, settings : the map method (:mod:`sensitivity.map_methods`; default the paper's gradient map)
+        and its settings; a regressor must have been fitted on maps of the same method.
 
     Returns
     -------
@@ -297,7 +301,7 @@ def localize_images(
     done: list[Localization] = []
     failed: list[tuple[str, str]] = []
     for item in iter_localize(paths, model, target, aggregate, regressor, sigma, fraction, batch_size,
-                              device, keep_images):
+                              device, keep_images, method, settings):
         if isinstance(item, Failure):
             failed.append((item.path, item.message))
         else:

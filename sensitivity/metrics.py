@@ -168,11 +168,15 @@ def best_ious(
     return out
 
 
+def localized(ious: ArrayLike, iou_level: float) -> np.ndarray:
+    """Whether each IoU reaches the level δ (percent): IoU >= δ/100, less 1e-9 for ties; bool, shape of ``ious``."""
+    return np.asarray(ious, dtype=np.float64) >= _check_levels([iou_level])[0] / 100 - _TIE_TOLERANCE
+
+
 def box_accuracy_curves(best_iou: ArrayLike, iou_levels: Sequence[float] = (30, 50, 70)) -> np.ndarray:
     """Share of images with best IoU >= δ/100 (less 1e-9), per δ and threshold; float64 (L, T)."""
     arr = _check_best_iou(best_iou)
-    bounds = np.array(_check_levels(iou_levels)) / 100 - _TIE_TOLERANCE
-    return (arr[None, :, :] >= bounds[:, None, None]).mean(axis=1)
+    return np.stack([localized(arr, level).mean(axis=0) for level in _check_levels(iou_levels)])
 
 
 def choose_thresholds(
@@ -218,9 +222,13 @@ def maxboxacc(
     Returns ``{"mean": MaxBoxAccV2, "per_iou": {δ: MaxBoxAcc(δ)}, "threshold": {δ: best τ}}``, all
     fractions in [0, 1]; the best τ is the first of ``thresholds`` on ties.
     """
-    best = best_ious(maps, gt_boxes, thresholds, multi_contour)
-    chosen = choose_thresholds(box_accuracy_curves(best, iou_levels), thresholds, iou_levels)
-    return {**accuracy_at(best, thresholds, chosen), "threshold": chosen}
+    return maxboxacc_of(best_ious(maps, gt_boxes, thresholds, multi_contour), thresholds, iou_levels)
+
+
+def maxboxacc_of(best_iou: ArrayLike, thresholds: ArrayLike, iou_levels: Sequence[float] = (30, 50, 70)) -> dict:
+    """:func:`maxboxacc` from the best IoUs (N, T) of :func:`best_ious`, τ chosen on these same rows."""
+    chosen = choose_thresholds(box_accuracy_curves(best_iou, iou_levels), thresholds, iou_levels)
+    return {**accuracy_at(best_iou, thresholds, chosen), "threshold": chosen}
 
 
 def fixed_box_ious(pred_boxes: ArrayLike, gt_boxes: Sequence[ArrayLike]) -> np.ndarray:

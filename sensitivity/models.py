@@ -10,6 +10,7 @@ torchvision classifier of a supported family is resolved by name.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,6 +23,24 @@ from torchvision.transforms import v2 as transforms
 
 ResizeMode = Literal["squash", "crop"]
 Weights = str | Path | None
+
+
+#: Autocast precision by its config name (`none`: float32).
+AMP_DTYPES: dict[str, torch.dtype | None] = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` → the GPU this job was given (CUDA_VISIBLE_DEVICES) if any, else the CPU."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(device)
+
+
+def device_clock(device: torch.device) -> float:
+    """``time.perf_counter()`` once the work queued on ``device`` is done (CUDA runs asynchronously)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
 
 
 class WeightsError(ValueError):

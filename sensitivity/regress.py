@@ -345,6 +345,8 @@ class BoxRegressor(RegressorMixin, BaseEstimator):
     map_shape_ : (H, W) of the maps seen at fit, or None when fitted on flat features.
     n_channels_ : C, map channels seen at fit (1 for (N, H, W) maps, 0 for flat features).
     n_samples_seen_ : number of training images.
+    provenance_ : how the training maps were made (model, target, aggregate, map method, ...), when the
+        fit stage set it (:func:`sensitivity.store.map_provenance`); saved and loaded with the weights.
     """
 
     def __init__(
@@ -513,6 +515,7 @@ class BoxRegressor(RegressorMixin, BaseEstimator):
                 map_shape=np.asarray(self.map_shape_ or (), dtype=np.int64),
                 n_samples_seen=self.n_samples_seen_,
                 n_channels=self.n_channels_,
+                provenance=json.dumps(getattr(self, "provenance_", None)),
             )
 
     @classmethod
@@ -526,6 +529,7 @@ class BoxRegressor(RegressorMixin, BaseEstimator):
             with data:
                 saved = {key: data[key] for key in _SAVED_KEYS}
                 n_channels = int(data["n_channels"]) if "n_channels" in data else None
+                provenance = json.loads(str(data["provenance"])) if "provenance" in data else None
         except FileNotFoundError as exc:
             raise FileNotFoundError(f"{path}: no such file; expected {expected}") from exc
         except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
@@ -543,4 +547,20 @@ class BoxRegressor(RegressorMixin, BaseEstimator):
         model.map_shape_ = tuple(int(s) for s in saved["map_shape"]) or None
         model.n_samples_seen_ = int(saved["n_samples_seen"])
         model.n_channels_ = n_channels if n_channels is not None else int(model.map_shape_ is not None)
+        if provenance is not None:
+            model.provenance_ = provenance
         return model
+
+
+def check_provenance(regressor: BoxRegressor, made: dict, source: str) -> None:
+    """Raise ValueError when ``regressor`` was fitted on maps made otherwise than ``made`` (the keys both
+    record, e.g. model, target, aggregate, map method); ``source`` names the regressor file. A regressor
+    without provenance (fitted outside the workflow) is not checked."""
+    fitted_on = getattr(regressor, "provenance_", None)
+    if not fitted_on:
+        return
+    ignored = ("class_source", "attention")  # true-class training maps serve predicted-class maps too
+    differ = [key for key in fitted_on if key in made and key not in ignored and fitted_on[key] != made[key]]
+    if differ:
+        details = ", ".join(f"{key}={fitted_on[key]!r} (here {made[key]!r})" for key in differ)
+        raise ValueError(f"{source}: fitted on maps made with {details}; use maps made the same way")

@@ -20,7 +20,6 @@ import contextlib
 import os
 import platform
 import statistics
-import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
@@ -30,8 +29,7 @@ import torch
 
 from sensitivity.localize import regression_boxes
 from sensitivity.maps import sensitivity
-from sensitivity.models import LoadedModel
-from sensitivity.pipeline.extract import AMP_DTYPES, resolve_device
+from sensitivity.models import AMP_DTYPES, LoadedModel, device_clock, resolve_device
 
 FORWARD = "forward"
 
@@ -54,12 +52,6 @@ def machine_description() -> dict[str, object]:
             "python": platform.python_version()}
 
 
-def _clock(device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter()
-
-
 def time_interleaved(stages: Mapping[object, Callable[[], object]], device: torch.device, warmup: int = 2,
                      repeats: int = 7, rotate: bool = False) -> dict[object, list[float]]:
     """Seconds of each stage per round, rounds interleaving the stages, after ``warmup`` untimed rounds.
@@ -75,9 +67,9 @@ def time_interleaved(stages: Mapping[object, Callable[[], object]], device: torc
     for repeat in range(repeats):
         shift = repeat % len(names) if rotate and names else 0
         for name in names[shift:] + names[:shift]:
-            start = _clock(device)
+            start = device_clock(device)
             stages[name]()
-            times[name].append(_clock(device) - start)
+            times[name].append(device_clock(device) - start)
     return times
 
 
@@ -162,31 +154,81 @@ def measure_paths(model: LoadedModel, images: torch.Tensor, aggregate: str, box_
                         batch_size=len(images), input_size=images.shape[-1], aggregate=aggregate)
 
 
+def _load_average() -> float:
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+
+
+def _timing_setup(manifest_path: str | Path, model: dict, batch_size: int, device: str,
+                  threads: int) -> tuple[LoadedModel, torch.Tensor]:
+    """The model on its device and the first ``batch_size`` readable images of a dataset's manifest."""
+    from sensitivity.datasets import read_manifest
+    from sensitivity.models import load_model
+
+    torch.set_num_threads(max(1, threads))
+    torch_device = resolve_device(device)
+    loaded = load_model(model["name"], model.get("weights"), torch_device)
+    paths = read_manifest(manifest_path).drop_duplicates("image_id")["path"]
+    return loaded, load_batch(paths, loaded, batch_size, torch_device)
+
+
+def _with_machine(table: pd.DataFrame, load_before: float, columns: list[str]) -> pd.DataFrame:
+    """``columns`` of ``table``, then the machine's description and its load average before and after: other
+    processes slow every stage and skew the ratios, and the load average says how busy the machine was."""
+    machine = machine_description()
+    table = table.assign(**machine, load_average_1min_before=load_before, load_average_1min_after=_load_average())
+    return table[[*columns, *machine, "load_average_1min_before", "load_average_1min_after"]]
+
+
 def speed_table(manifest_path: str | Path, regressor_path: str | Path | None, output_path: str | Path,
                 model: dict, target: str, aggregate: str, batch_size: int = 16, warmup: int = 2,
                 repeats: int = 7, device: str = "auto", amp: str = "none", threads: int = 2) -> pd.DataFrame:
     """``results/speed.csv``: the map paths of ``model`` on the first ``batch_size`` readable images of a
     dataset's manifest, the box step with the dataset's fitted regressor (``regressor_path``; None leaves
     ``image → box`` out). ``target``/``aggregate`` are the dataset's. Machine columns are appended."""
-    from sensitivity.datasets import read_manifest
-    from sensitivity.models import load_model
     from sensitivity.regress import BoxRegressor
 
-    torch.set_num_threads(max(1, threads))
-    torch_device = resolve_device(device)
-    loaded = load_model(model["name"], model.get("weights"), torch_device)
-    paths = read_manifest(manifest_path).drop_duplicates("image_id")["path"]
-    images = load_batch(paths, loaded, batch_size, torch_device)
+    loaded, images = _timing_setup(manifest_path, model, batch_size, device, threads)
     regressor = BoxRegressor.load(regressor_path) if regressor_path else None
-    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    load_before = _load_average()
     table = measure_paths(loaded, images, aggregate, target, regressor, amp, warmup, repeats)
-    load_after = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    machine = machine_description()
-    # Other processes on the machine slow every stage and skew the ratios: the load average says how busy it was.
-    table = table.assign(**machine, load_average_1min_before=load_before, load_average_1min_after=load_after)
-    columns = ["model", "weights", "device", "dtype", "batch_size", "input_size", "aggregate", "path", "target",
-               "images_per_s", "ratio_to_forward", "seconds_per_batch", "spread_s", "repeats", *machine,
-               "load_average_1min_before", "load_average_1min_after"]
-    table = table[columns]
+    table = _with_machine(table, load_before, [
+        "model", "weights", "device", "dtype", "batch_size", "input_size", "aggregate", "path", "target",
+        "images_per_s", "ratio_to_forward", "seconds_per_batch", "spread_s", "repeats"])
+    table.to_csv(output_path, index=False, float_format="%.6g")
+    return table
+
+
+def method_speed_table(manifest_path: str | Path, output_path: str | Path, model: dict, target: str,
+                       aggregate: str, methods: Mapping[str, Mapping[str, object]], batch_size: int = 16,
+                       warmup: int = 1, repeats: int = 3, device: str = "auto", amp: str = "none",
+                       threads: int = 2) -> pd.DataFrame:
+    """Images/s of each map method of ``methods`` (name → settings) as the extraction computes it (the map, the
+    logits and the Grad-CAM map where the method gives one), beside the forward pass in the same interleaved
+    rounds, on the first ``batch_size`` readable images of a dataset's manifest. Machine columns are appended."""
+    from sensitivity.map_methods import compute_maps
+
+    loaded, images = _timing_setup(manifest_path, model, batch_size, device, threads)
+    amp_dtype = AMP_DTYPES[amp]
+    network, forward_images = loaded.network, loaded.layout(images)
+
+    def forward() -> torch.Tensor:
+        with torch.inference_mode(), contextlib.ExitStack() as stack:
+            if amp_dtype is not None:
+                stack.enter_context(torch.autocast(images.device.type, dtype=amp_dtype))
+            return network(forward_images)
+
+    def method_map(name: str, settings: Mapping[str, object]) -> Callable[[], torch.Tensor]:
+        return lambda: compute_maps(loaded, images, name, settings, target, aggregate, amp_dtype=amp_dtype,
+                                    with_attention=True).maps
+
+    stages = {FORWARD: forward} | {name: method_map(name, settings) for name, settings in methods.items()}
+    load_before = _load_average()
+    times = time_interleaved(stages, images.device, warmup, repeats, rotate=True)
+    table = pd.DataFrame(summarise(times, len(images))).rename(columns={"stage": "path"})
+    table = table.assign(model=loaded.name, device=str(images.device), amp=amp, batch_size=len(images),
+                         target=target, aggregate=aggregate)
+    table = _with_machine(table, load_before, [
+        "model", "device", "amp", "batch_size", "target", "aggregate", "path", "images_per_s", "ratio_to_forward",
+        "seconds_per_batch", "spread_s", "repeats"])
     table.to_csv(output_path, index=False, float_format="%.6g")
     return table

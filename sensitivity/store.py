@@ -101,6 +101,10 @@ class MapStoreWriter:
             top5 = np.asarray(top5)[order]
             self._top5_buffer[rows, : top5.shape[1]] = top5
 
+    def record(self, attributes: dict) -> None:
+        """Add attributes (e.g. how long the maps took) that are written when the store is closed."""
+        self._attributes |= attributes
+
     def skip(self, image_id: str, path: str, reason: str) -> None:
         """Record an image that could not be used (its row stays invalid)."""
         self._skipped.append({"image_id": image_id, "path": path, "reason": reason})
@@ -115,7 +119,8 @@ class MapStoreWriter:
         self._classes[:] = self._class_buffer
         self._valid[:] = self._valid_buffer
         self._top5[:] = self._top5_buffer
-        self._group.attrs.update({"skipped": self._skipped, "attention": self._has_attention, "complete": True})
+        self._group.attrs.update({**self._attributes, "skipped": self._skipped, "attention": self._has_attention,
+                                  "complete": True})
         if self.path.exists():
             shutil.rmtree(self.path)
         self.partial.rename(self.path)
@@ -181,3 +186,31 @@ def iter_maps(
 def store_attributes(paths: Iterable[str | Path]) -> list[dict]:
     """Attributes of each store (used to check that shards were made the same way)."""
     return [MapStore(path).attrs for path in paths]
+
+
+#: The attributes that say how a store's maps were made; the shards of one dataset must agree on them.
+PROVENANCE_KEYS = ("model", "weights", "target", "aggregate", "class_source", "preprocessing", "amp", "method",
+                   "method_settings", "map_size", "format")
+
+
+def map_provenance(paths: Iterable[str | Path]) -> dict:
+    """How the maps of these stores were made (:data:`PROVENANCE_KEYS`; ``attention``: whether every store
+    has the Grad-CAM channel). Stores made differently are an error naming both and the first difference."""
+    paths = list(paths)
+    if not paths:
+        raise StoreError("no map stores given")
+    first = None
+    attention = True
+    for path in paths:
+        attrs = MapStore(path).attrs
+        made = {key: attrs.get(key) for key in PROVENANCE_KEYS}
+        if made["method"] is None:  # stores written before map methods existed hold gradient maps
+            made |= {"method": "gradient", "method_settings": {}}
+        if first is None:
+            first = (path, made)
+        elif made != first[1]:
+            key = next(k for k in PROVENANCE_KEYS if made[k] != first[1][k])
+            raise StoreError(f"{path}: maps made with {key}={made[key]!r}, but {first[0]} with {first[1][key]!r}; "
+                             "extract the shards again with one setting")
+        attention &= bool(attrs.get("attention"))
+    return first[1] | {"attention": attention}

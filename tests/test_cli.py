@@ -472,3 +472,36 @@ def test_shape_regressor_gets_the_attention_map_as_extraction_stores_it(tmp_path
     assert not failures and [r.method for r in results] == ["regression"] * 3
     np.testing.assert_allclose(np.stack([r.box_normalised for r in results]), regressor.predict(stacks[:3]),
                                atol=2e-3)  # the store keeps float16 maps
+
+
+def test_regressor_provenance_gives_the_map_options_and_refuses_others(tmp_path, lite0):
+    """A workflow regressor records how its maps were made: localize makes the same maps (here CAM maps of the
+    Gestalt target) without being told, and a conflicting option is an error naming the file."""
+    from sensitivity.localize import localize_images
+    from sensitivity.regress import BoxRegressor
+
+    rng = np.random.default_rng(0)
+    regressor = BoxRegressor(pool=7, alpha=1.0).fit(rng.random((20, 56, 56)), np.tile([0.2, 0.2, 0.8, 0.8], (20, 1))
+                                                   + 0.05 * rng.random((20, 4)))
+    regressor.provenance_ = {"model": "efficientnet_lite0", "target": "gestalt", "aggregate": "max", "method": "cam",
+                             "method_settings": {}}
+    path = tmp_path / "cam.npz"
+    regressor.save(path)
+    csv_path = tmp_path / "boxes.csv"
+    code, _, stderr = run(["localize", str(RACCOON), "--regressor", str(path), "--boxes-csv", str(csv_path)])
+    assert code == 0, stderr
+    with open(csv_path, newline="") as fh:
+        (row,) = list(csv.DictReader(fh))
+    (expected,), _ = localize_images([RACCOON], lite0, target="gestalt", aggregate="max", regressor=regressor,
+                                     method="cam")
+    np.testing.assert_allclose([float(row[k]) for k in ("x1", "y1", "x2", "y2")], expected.box_pixels, atol=0.01)
+
+    code, stdout, stderr = run(["localize", str(RACCOON), "--regressor", str(path), "--target", "class",
+                                "--method", "gradient", "--boxes-csv", str(csv_path)])
+    assert code == 2 and stdout == ""
+    assert f"{path}: fitted on maps made with target='gestalt' (here 'class'), method='cam' (here 'gradient')" in stderr
+
+
+def test_unknown_map_method_is_a_usage_error(tmp_path):
+    code, _, stderr = run(["localize", str(RACCOON), "--method", "saliency", "--out", str(tmp_path / "o")])
+    assert code == 2 and "--method: unknown map method 'saliency'" in stderr

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from sensitivity.paper import tables as T
+from sensitivity.pipeline.tables import read_published
 
 COMMAND = "snakemake --cores 2 paper"
 
@@ -29,7 +30,7 @@ def build_tables(analysis_dir: str | Path, manifest_path: str | Path, published_
     """Write every table of one dataset (CSV + Markdown) from the analysis frames."""
     analysis, out = Path(analysis_dir), Path(out_dir)
     summary = json.loads((analysis / "summary.json").read_text())
-    published = T.read_published(published_path)
+    published = read_published(published_path)
     predictions = pd.read_csv(analysis / "predictions.csv", dtype={"image_id": str, "label": str})
     variants = pd.read_csv(analysis / "variants.csv", dtype={"params": str, "cv_params": str, "map_variants": str})
     seeds = pd.read_csv(analysis / "seeds.csv", dtype={"params": str})

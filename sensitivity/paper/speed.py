@@ -90,7 +90,7 @@ def speed_analysis(manifest_path: str | Path, splits_path: str | Path, models_pa
     """§3.7 on the first ``batch_size`` test images: both targets, the dataset's aggregation."""
     from sensitivity.models import load_model
     from sensitivity.paper.bank import MAP_VARIANTS, labelled_manifest
-    from sensitivity.pipeline.extract import resolve_device
+    from sensitivity.models import resolve_device
 
     torch.set_num_threads(max(1, threads))
     torch_device = resolve_device(device)

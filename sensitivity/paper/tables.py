@@ -32,16 +32,6 @@ CENTRE_BOX_NOTE = ("does not reproduce: on genuine ILSVRC val images a mean-size
                    "(most ImageNet objects are large and central)")
 
 
-def read_published(path: str | Path) -> pd.DataFrame:
-    """The published numbers, ``value`` as float and ``table`` as a string ("1", "2", "3", "4", "3.6")."""
-    frame = pd.read_csv(path, dtype={"table": str, "method": str, "class": str, "source": str})
-    expected = ["table", "method", "class", "value", "source"]
-    if list(frame.columns) != expected:
-        raise ValueError(f"{path}: columns {list(frame.columns)}, expected {expected}")
-    frame["value"] = frame["value"].astype(float)
-    return frame
-
-
 def published_table2(published: pd.DataFrame) -> pd.DataFrame:
     """Table 2 as printed: ``method, MeanCL`` and the 20 classes (official VOC names), paper row order."""
     rows = published[published["table"] == "2"]

@@ -25,24 +25,32 @@ def stored_top5(stores: Sequence[str | Path]) -> pd.DataFrame:
     return pd.concat(frames)
 
 
+def row_correctness(rows: pd.DataFrame, stores: Sequence[str | Path], synset_mapping: str | Path) -> pd.DataFrame:
+    """Per labelled row with a map: ``image_id``, ``split``, and whether its label is the classifier's
+    ``top1`` / among its ``top5``. Every label must be a synset of ``synset_mapping`` (line k = output k)."""
+    index = synset_to_index(synset_mapping)
+    unknown = sorted(set(rows["label"]) - set(index))
+    if unknown:
+        raise ValueError(f"labels not in {synset_mapping}: {unknown[:5]}")
+    top5 = stored_top5(stores)
+    rows = rows[rows["image_id"].isin(top5.index)]
+    predicted = top5.loc[rows["image_id"]].to_numpy()
+    truth = rows["label"].map(index).to_numpy()[:, None]
+    return pd.DataFrame({"image_id": rows["image_id"].to_numpy(), "split": rows["split"].to_numpy(),
+                         "top1": predicted[:, 0] == truth[:, 0], "top5": (predicted == truth).any(axis=1)},
+                        index=rows.index)
+
+
 def classifier_accuracy(manifest_path: str | Path, split_path: str | Path, stores: Sequence[str | Path],
                         synset_mapping: str | Path, out_path: str | Path) -> pd.DataFrame:
     """Top-1 / top-5 accuracy (%) per split and over all images with a map; written as CSV.
 
     An image is right at k when one of its annotated classes is among the classifier's k best.
-    Every label must be a synset of ``synset_mapping`` (line k = output k).
     """
-    index = synset_to_index(synset_mapping)
-    rows = labelled_rows(manifest_path, split_path)
-    unknown = sorted(set(rows["label"]) - set(index))
-    if unknown:
-        raise ValueError(f"{manifest_path}: labels not in {synset_mapping}: {unknown[:5]}")
-    top5 = stored_top5(stores)
-    rows = rows[rows["image_id"].isin(top5.index)]
-    predicted = top5.loc[rows["image_id"]].to_numpy()
-    truth = rows["label"].map(index).to_numpy()[:, None]
-    per_row = pd.DataFrame({"image_id": rows["image_id"].to_numpy(), "split": rows["split"].to_numpy(),
-                            "top1": predicted[:, 0] == truth[:, 0], "top5": (predicted == truth).any(axis=1)})
+    try:
+        per_row = row_correctness(labelled_rows(manifest_path, split_path), stores, synset_mapping)
+    except ValueError as error:
+        raise ValueError(f"{manifest_path}: {error}") from None
     per_image = per_row.groupby("image_id").agg(split=("split", "first"), top1=("top1", "any"), top5=("top5", "any"))
     table = [{"split": name, "n_images": len(part), "top1": 100.0 * part["top1"].mean(),
               "top5": 100.0 * part["top5"].mean()}

@@ -13,14 +13,12 @@ from tqdm import tqdm
 from sensitivity import __version__
 from sensitivity.datasets import read_manifest, synset_to_index
 from sensitivity.images import ImageReadError, read_image
-from sensitivity.maps import pool_maps, resize_attention, sensitivity
-from sensitivity.models import load_model
+from sensitivity.map_methods import compute_maps, method_settings
+from sensitivity.maps import pool_maps, resize_attention
+from sensitivity.models import AMP_DTYPES, device_clock, load_model, resolve_device
 from sensitivity.store import TOP_K, MapStoreWriter
 
 log = logging.getLogger(__name__)
-
-AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
 
 def parse_shard(shard: str) -> tuple[int, int]:
     """``"2-of-4"`` (Snakemake's scatter item) → ``(2, 4)``."""
@@ -31,13 +29,6 @@ def parse_shard(shard: str) -> tuple[int, int]:
     if not 1 <= index <= count:
         raise ValueError(f"shard index out of range: {shard!r}")
     return index, count
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` → the GPU this job was given (CUDA_VISIBLE_DEVICES) if any, else the CPU."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(device)
 
 
 class ImageFiles(Dataset):
@@ -89,12 +80,17 @@ def extract_shard(
     device: str = "auto",
     amp: str = "none",
     num_workers: int = 1,
+    method: str = "gradient",
+    settings: dict | None = None,
 ) -> Path:
     """Compute and store the maps of one shard; returns the published store path.
 
     ``class_source``: "predicted" (class-score maps follow the predicted class) or "true" (the
     image's annotated synset, mapped to the classifier output through ``synset_mapping``).
+    ``method`` and its ``settings`` name the map method (:mod:`sensitivity.map_methods`); the store
+    records them, with the seconds the maps took on ``device``.
     """
+    settings = method_settings(method, settings)
     images, manifest = shard_images(manifest_path, shard)
     torch_device = resolve_device(device)
     loaded = load_model(model["name"], model.get("weights"), torch_device)
@@ -115,14 +111,15 @@ def extract_shard(
         "model": loaded.name, "weights": loaded.weights, "target": target, "aggregate": aggregate,
         "class_source": class_source if target == "class" else None,
         "preprocessing": {**loaded.preprocessing.to_dict(), "mode": "squash"}, "amp": amp,
-        "shard": shard, "package_version": __version__,
+        "method": method, "method_settings": settings, "shard": shard, "package_version": __version__,
     }
     writer = MapStoreWriter(store_path, images["image_id"].tolist(), map_size, attributes)
     files = ImageFiles(images["path"].tolist(), loaded.preprocessing.transform("squash"),
                        max_side=2 * loaded.preprocessing.size)
     loader = DataLoader(files, batch_size=batch_size, num_workers=num_workers, collate_fn=collate,
                         pin_memory=torch_device.type == "cuda")
-    for rows, batch, failures in tqdm(loader, desc=f"maps {shard}", unit="batch"):
+    seconds = 0.0
+    for rows, batch, failures in tqdm(loader, desc=f"{method} maps {shard}", unit="batch"):
         for row, reason in failures:
             path = images["path"].iloc[row]
             if on_bad_input == "fail":
@@ -133,10 +130,14 @@ def extract_shard(
             continue
         batch = batch.to(torch_device, non_blocking=True)
         classes = None if label_classes is None else label_classes[rows].to(torch_device)
-        result = sensitivity(loaded, batch, target, aggregate, classes=classes, amp_dtype=AMP_DTYPES[amp],
-                             with_logits=True, with_attention=True)
+        start = device_clock(torch_device)
+        result = compute_maps(loaded, batch, method, settings, target, aggregate, classes=classes,
+                              amp_dtype=AMP_DTYPES[amp], with_attention=True)
+        seconds += device_clock(torch_device) - start
         maps = pool_maps(result.maps, map_size)
         top = result.logits.topk(min(TOP_K, result.logits.shape[1]), dim=1).indices
+        attention = None if result.attention is None else resize_attention(result.attention, map_size).cpu().numpy()
         writer.write(rows, maps.cpu().numpy(), None if result.classes is None else result.classes.cpu().numpy(),
-                     top.cpu().numpy(), resize_attention(result.attention, map_size).cpu().numpy())
+                     top.cpu().numpy(), attention)
+    writer.record({"map_seconds": seconds, "device": str(torch_device)})
     return writer.close()

@@ -11,6 +11,7 @@ import numpy as np
 from sensitivity.boxes import correct_localizations
 from sensitivity.pipeline.rows import RowMaps, labelled_rows
 from sensitivity.regress import BoxRegressor
+from sensitivity.store import map_provenance
 
 
 def candidate_settings(grid: dict) -> list[dict]:
@@ -72,12 +73,16 @@ def fit_regressor(manifest_path: str | Path, split_path: str | Path, stores: lis
     rows = labelled_rows(manifest_path, split_path)
     if not (rows["split"] == train_split).any():
         raise ValueError(f"{split_path}: the {train_split} split has no image; cannot fit a box model")
-    attention = "shape" in grid.get("features", [])  # shape features also describe the attention maps
+    provenance = map_provenance(stores)
+    # Shape features also describe the Grad-CAM maps, where the map method stored them.
+    has_attention = provenance.pop("attention")
+    attention = "shape" in grid.get("features", []) and has_attention
     train = RowMaps(stores, rows[rows["split"] == train_split], batch_size, attention)
     val = RowMaps(stores, rows[rows["split"] == val_split], batch_size, attention)
     models = candidate_models(grid, solver, sgd or {}, train)
     scores = validation_corloc(models, val, iou_threshold)
     best = models[int(np.argmax(scores))]
+    best.provenance_ = provenance
     summary = {
         "chosen": model_settings(best) | {"solver": solver},
         "val_corloc": float(scores.max()),

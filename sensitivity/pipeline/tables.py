@@ -48,3 +48,13 @@ def write_table(table: pd.DataFrame, csv_path: str | Path, md_path: str | Path, 
     """The table as CSV and as Markdown (with an optional note under it)."""
     table.to_csv(csv_path, index=False, float_format="%.4f")
     Path(md_path).write_text(to_markdown(table, title) + (f"\n{note}\n" if note else ""))
+
+
+def read_published(path: str | Path) -> pd.DataFrame:
+    """The published numbers, ``value`` as float and ``table`` as a string ("1", "2", "3", "4", "3.6")."""
+    frame = pd.read_csv(path, dtype={"table": str, "method": str, "class": str, "source": str})
+    expected = ["table", "method", "class", "value", "source"]
+    if list(frame.columns) != expected:
+        raise ValueError(f"{path}: columns {list(frame.columns)}, expected {expected}")
+    frame["value"] = frame["value"].astype(float)
+    return frame

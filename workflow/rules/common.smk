@@ -10,6 +10,7 @@ validate(config, "../schemas/config.schema.yaml")
 DATASET_DEFAULTS = {
     "target": "gestalt",
     "aggregate": "max",
+    "method": "gradient",
     "synset_mapping": None,
     "use_difficult": False,
 }
@@ -23,6 +24,11 @@ REPO = Path(workflow.basedir)
 def check_kind_keys(datasets):
     """Reject keys that the dataset's kind would not read, rather than ignoring them."""
     for name, entry in datasets.items():
+        if "__" in name:
+            raise ValueError(f"datasets.{name}: `__` is reserved for the generated variants <dataset>__<variant>")
+        if entry.get("method", "gradient") not in config["map_methods"]:
+            raise ValueError(f"datasets.{name}.method: {entry['method']!r} is not one of map_methods "
+                             f"{sorted(config['map_methods'])}")
         if entry["kind"] == "voc2007":
             if "split" in entry:
                 raise ValueError(f"datasets.{name}.split: a voc2007 dataset is split by its official lists "
@@ -35,6 +41,19 @@ def check_kind_keys(datasets):
 
 
 check_kind_keys(config["datasets"])
+
+# Generated variants `<dataset>__<variant>`: a configured dataset with a few settings replaced (the paper's
+# target/aggregate combinations, the comparison's map methods). They reuse every rule unchanged; their
+# manifest is a copy of the base dataset's (rule variant_manifest), so images are read once.
+VARIANT_BASE = {}
+
+
+def add_variant(base, suffix, **overrides):
+    """Register the variant of dataset ``base`` with ``overrides``; returns its name."""
+    name = f"{base}__{suffix}"
+    config["datasets"][name] = config["datasets"][base] | overrides
+    VARIANT_BASE[name] = base
+    return name
 
 
 wildcard_constraints:
@@ -112,7 +131,8 @@ def fit_splits(wildcards):
 def map_params(wildcards):
     """Everything that changes the maps themselves (a change here re-extracts)."""
     spec = dataset(wildcards.dataset)
-    return {"model": config["model"], "target": spec["target"], "aggregate": spec["aggregate"],
+    return {"model": config["model"], "method": spec["method"], "settings": config["map_methods"][spec["method"]],
+            "target": spec["target"], "aggregate": spec["aggregate"],
             "map_size": config["extraction"]["map_size"], "class_source": spec["class_source"],
             "synset_mapping": spec["synset_mapping"], "amp": config["extraction"]["amp"],
             "on_bad_input": spec["on_bad_input"]}

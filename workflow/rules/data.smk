@@ -45,3 +45,24 @@ rule manifest:
         "../../envs/sensitivity.yaml"
     script:
         "../scripts/manifest.py"
+
+
+rule variant_manifest:
+    input:
+        manifest=lambda wc: f"results/{VARIANT_BASE[wc.dataset]}/manifest.csv",
+        skipped=lambda wc: f"results/{VARIANT_BASE[wc.dataset]}/manifest_skipped.csv",
+    output:
+        manifest="results/{dataset}/manifest.csv",
+        skipped="results/{dataset}/manifest_skipped.csv",
+    wildcard_constraints:
+        dataset="[A-Za-z0-9_]+__[A-Za-z0-9_]+",
+    log:
+        "logs/{dataset}/manifest.log",
+    localrule: True
+    conda:
+        "../../envs/sensitivity.yaml"
+    shell:
+        "(cp {input.manifest} {output.manifest} && cp {input.skipped} {output.skipped}) 2> {log}"
+
+
+ruleorder: variant_manifest > manifest

@@ -3,15 +3,10 @@
 # results/paper/<dataset>/, and results/paper/RESULTS.md (copied to docs/RESULTS.md).
 #
 # Map variants. §3.6 compares max / mean aggregation and the class / Gestalt target on the same images,
-# so every paper dataset needs maps for all four (target, aggregate) combinations. Rather than asking
-# for four hand-written dataset entries, each missing combination becomes a generated dataset entry
-# `<name>__<target>_<aggregate>` (the base entry with target/aggregate replaced), extracted by the
-# unchanged `extract_maps` rule (same sharding, same map_params, same benchmarks). The dataset's own
-# combination is the base dataset itself, so its maps are shared with the main workflow. A variant's
-# manifest is a copy of the base manifest (rule paper_variant_manifest, preferred over `manifest` by
-# ruleorder), so variants have identical image ids and never re-read or re-download the data.
-# The generated entries are added after common.smk validated the config; they are built only from
-# validated values (a validated entry and the schema's target/aggregate enums).
+# so every paper dataset needs maps for all four (target, aggregate) combinations. Each missing
+# combination becomes a generated variant `<name>__<target>_<aggregate>` (common.smk: add_variant),
+# extracted by the unchanged `extract_maps` rule. The dataset's own combination is the base dataset
+# itself, so its maps are shared with the main workflow.
 import re
 
 PAPER = config.get("paper", {})
@@ -23,15 +18,10 @@ PAPER_MAP_VARIANTS = [("class", "max"), ("class", "mean"), ("gestalt", "max"), (
 PAPER_PRIMARY = {name: "{target}_{aggregate}".format(**dataset(name)) for name in PAPER_DATASETS}
 # (dataset, target, aggregate) → the dataset whose maps those are: the dataset itself for its own variant.
 PAPER_VARIANT_DATASET = {
-    (name, t, a): name if PAPER_PRIMARY[name] == f"{t}_{a}" else f"{name}__{t}_{a}"
+    (name, t, a): name if PAPER_PRIMARY[name] == f"{t}_{a}" else add_variant(name, f"{t}_{a}", target=t, aggregate=a)
     for name in PAPER_DATASETS
     for t, a in PAPER_MAP_VARIANTS
 }
-# Generated variant dataset → its base dataset.
-PAPER_VARIANT_BASE = {v: key[0] for key, v in PAPER_VARIANT_DATASET.items() if v != key[0]}
-for (_name, _target, _aggregate), _variant in PAPER_VARIANT_DATASET.items():
-    if _variant != _name:
-        config["datasets"][_variant] = config["datasets"][_name] | {"target": _target, "aggregate": _aggregate}
 # The map stores of all four variants of a dataset, as inputs named maps_<target>_<aggregate>.
 paper_maps = lambda wc: {
     f"maps_{t}_{a}": gather.extract(f"results/{PAPER_VARIANT_DATASET[(wc.dataset, t, a)]}/maps/{{scatteritem}}.zarr")
@@ -39,27 +29,6 @@ paper_maps = lambda wc: {
 }
 # Paper rules match only the paper datasets (their variants exist only for those).
 PAPER_DATASET_PATTERN = "|".join(re.escape(name) for name in PAPER_DATASETS) or "(?!)"
-
-
-rule paper_variant_manifest:
-    input:
-        manifest=lambda wc: f"results/{PAPER_VARIANT_BASE[wc.dataset]}/manifest.csv",
-        skipped=lambda wc: f"results/{PAPER_VARIANT_BASE[wc.dataset]}/manifest_skipped.csv",
-    output:
-        manifest="results/{dataset}/manifest.csv",
-        skipped="results/{dataset}/manifest_skipped.csv",
-    wildcard_constraints:
-        dataset="|".join(re.escape(v) for v in PAPER_VARIANT_BASE) or "(?!)",
-    log:
-        "logs/{dataset}/manifest.log",
-    localrule: True
-    conda:
-        "../../envs/sensitivity.yaml"
-    shell:
-        "(cp {input.manifest} {output.manifest} && cp {input.skipped} {output.skipped}) 2> {log}"
-
-
-ruleorder: paper_variant_manifest > manifest
 
 
 PAPER_TABLES = ("counts", "table1", "table2", "table3", "table4", "aggregation", "variants", "seeds")

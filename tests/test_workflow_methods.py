@@ -1,0 +1,93 @@
+"""The comparison target `results/{dataset}_methods.csv` end to end: every map method with every box method on
+real demo photos, its consistency with the CorLoc table of the same maps, and what a method setting reruns."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from PIL import Image
+
+from sensitivity.map_methods import list_map_methods
+from sensitivity.store import MapStore
+from test_workflow import copy_project, markdown_rows, planned_jobs, snakemake
+
+PER_CLASS = 16
+CHEAP = {
+    "targets": ["mini"],
+    "datasets": {"mini": {"kind": "folder", "roots": ["mini/kangaroo", "mini/raccoon"], "target": "gestalt",
+                          "aggregate": "max", "split": {"fractions": [0.5, 0.25, 0.25], "seed": 0}}},
+    "map_methods": {"smoothgrad": {"samples": 2}, "integrated_gradients": {"steps": 2}},
+    "comparison": {"thresholds": 20, "speed": {"batch_size": 4, "warmup": 0, "repeats": 1}},
+}
+
+
+@pytest.fixture(scope="module")
+def methods_run(tmp_path_factory, make_demo_subset) -> Path:
+    """The comparison and the CorLoc table of 16 + 16 demo photos, all seven map methods, cheap settings."""
+    workdir = copy_project(tmp_path_factory.mktemp("methods") / "project")
+    make_demo_subset(workdir / "mini", PER_CLASS)
+    (workdir / "cheap.yaml").write_text(yaml.safe_dump(CHEAP))
+    result = snakemake(workdir, "results/mini_methods.csv", "results/mini_corloc.csv", configs=("cheap.yaml",),
+                       timeout=900)
+    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
+    return workdir
+
+
+@pytest.mark.slow
+def test_table_has_every_map_method_with_every_box_and_the_centre_box(methods_run) -> None:
+    table = pd.read_csv(methods_run / "results" / "mini_methods.csv")
+    expected = [[m, b] for m in list_map_methods() for b in ("heuristic", "wsol", "learned")] + [["none", "centre"]]
+    assert table[["map_method", "box_method"]].values.tolist() == expected
+    assert (table["n_test"] == table["n_test"].iloc[0]).all() and table["n_test"].iloc[0] >= 6
+    for column in ("gt_known_loc", "maxboxacc_v2", "boxacc_30", "boxacc_50", "boxacc_70", "corloc"):
+        assert table[column].between(0, 100).all(), column
+    assert (table["boxacc_30"] >= table["boxacc_50"]).all() and (table["boxacc_50"] >= table["boxacc_70"]).all()
+    assert table["top1_loc"].isna().all()  # raccoon and kangaroo are not ImageNet classes: no synset mapping
+    wsol = table[table["box_method"] == "wsol"]
+    assert (wsol["maxboxacc_v2_tau_on_test"] >= wsol["maxboxacc_v2"] - 1e-9).all()  # τ chosen on test: optimistic
+    mapped = table[table["map_method"] != "none"]
+    assert (mapped["images_per_s"] > 0).all() and (mapped["x_forward"] > 0).all()
+    costly = mapped.set_index(["map_method", "box_method"])["x_forward"]
+    assert costly["smoothgrad", "heuristic"] > costly["gradient", "heuristic"] > costly["cam", "heuristic"]
+
+    rows = markdown_rows((methods_run / "results" / "mini_methods.md").read_text())
+    assert [row[:2] for row in rows[:len(table)]] == expected
+    with Image.open(methods_run / "results" / "mini_methods.png") as image:
+        assert image.format == "PNG"
+
+
+@pytest.mark.slow
+def test_gradient_rows_equal_the_corloc_table_of_the_same_maps(methods_run) -> None:
+    """One core: the comparison's gradient/learned, gradient/heuristic and centre CorLoc are the evaluate stage's."""
+    methods = pd.read_csv(methods_run / "results" / "mini_methods.csv").set_index(["map_method", "box_method"])
+    corloc = pd.read_csv(methods_run / "results" / "mini_corloc.csv").set_index("class").loc["Average"]
+    assert methods.loc[("gradient", "learned"), "corloc"] == pytest.approx(corloc["corloc_regression"], abs=1e-3)
+    assert methods.loc[("gradient", "heuristic"), "corloc"] == pytest.approx(corloc["corloc_heuristic"], abs=1e-3)
+    assert methods.loc[("none", "centre"), "corloc"] == pytest.approx(corloc["corloc_centre"], abs=1e-3)
+
+
+@pytest.mark.slow
+def test_each_method_has_its_own_stores_recording_how_they_were_made(methods_run) -> None:
+    results = methods_run / "results"
+    for method in list_map_methods():
+        folder = results / ("mini" if method == "gradient" else f"mini__{method}") / "maps"
+        for store_path in sorted(folder.glob("*.zarr")):
+            attrs = MapStore(store_path).attrs
+            assert attrs["method"] == method and attrs["map_seconds"] > 0
+            assert attrs["attention"] == (method not in ("gradcam", "cam"))
+        assert len(list(folder.glob("*.zarr"))) == 2
+    assert MapStore(results / "mini__smoothgrad" / "maps" / "1-of-2.zarr").attrs["method_settings"] == \
+        {"samples": 2, "noise": 0.15, "seed": 0}
+
+
+@pytest.mark.slow
+def test_a_method_setting_reruns_only_that_method(methods_run) -> None:
+    changed = CHEAP | {"map_methods": CHEAP["map_methods"] | {"smoothgrad": {"samples": 3}}}
+    (methods_run / "changed.yaml").write_text(yaml.safe_dump(changed))
+    result = snakemake(methods_run, "-n", "results/mini_methods.csv", configs=("changed.yaml",), timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert planned_jobs(result.stdout + result.stderr) == {
+        "extract_maps": 2, "fit_regressor": 1, "method_scores": 1, "methods_speed": 1, "methods_table": 1}
