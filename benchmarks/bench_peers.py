@@ -27,6 +27,14 @@ classes): they must agree to ``--tolerance`` × the largest map value. Run from 
 ``pip install '.[bench]'``):
 
     python benchmarks/bench_peers.py [--models efficientnet_lite0 vgg16] [--device cuda] [--json out.json]
+
+``--suite methods`` times the other map methods of :mod:`sensitivity.map_methods` against Captum's
+implementations of the same methods, class target, the classes given to Captum (untimed), as above:
+InputXGradient, NoiseTunnel(Saliency) as SmoothGrad and IntegratedGradients (Gauss–Legendre), each with
+Captum's default batching (all samples or steps in one batch of samples × N) and with ``N`` per batch as
+ours, and GuidedBackprop. Where the two define the same map (InputXGradient, Integrated Gradients, Guided
+Backprop on ReLU networks) the maps are compared first; Captum's GuidedBackprop overrides ``nn.ReLU`` only,
+so on EfficientNet-Lite0 (ReLU6) its map is the plain gradient and the check reports the difference.
 """
 
 from __future__ import annotations
@@ -111,6 +119,65 @@ def methods(model: LoadedModel, images: torch.Tensor,
     return table, check, error, same_classes
 
 
+def map_method_peers(model: LoadedModel, images: torch.Tensor,
+                     samples: int) -> tuple[dict[str, Callable[[], object]], str, dict[str, str]]:
+    """Our SmoothGrad, Integrated Gradients, Input × Gradient and Guided Backprop beside Captum's, ``samples``
+    noisy copies or quadrature steps each; the check of the maps both define the same way; and each stage's
+    own implementation (the reference of its time / ours)."""
+    from captum.attr import GuidedBackprop, InputXGradient, IntegratedGradients, NoiseTunnel, Saliency
+
+    from sensitivity.map_methods import compute_maps
+
+    network = model.network
+    images = model.layout(images)
+    n = len(images)
+    with torch.no_grad():
+        classes = network(images).argmax(dim=1)
+    spread = float((images.amax() - images.amin()) * 0.15)
+
+    def ours(method: str, **settings) -> Callable[[], torch.Tensor]:
+        return lambda: compute_maps(model, images, method, settings, "class", "max").maps
+
+    def smoothgrad(batch: int | None) -> Callable[[], torch.Tensor]:
+        tunnel = NoiseTunnel(Saliency(network))
+        return lambda: tunnel.attribute(images, nt_type="smoothgrad", nt_samples=samples, stdevs=spread, target=classes,
+                                        nt_samples_batch_size=batch, abs=True).amax(dim=1)
+
+    def integrated(batch: int | None) -> Callable[[], torch.Tensor]:
+        return lambda: IntegratedGradients(network).attribute(images, baselines=0.0, target=classes, n_steps=samples,
+                                                              method="gausslegendre", internal_batch_size=batch
+                                                              ).abs().amax(dim=1)
+
+    def captum(attribution) -> Callable[[], torch.Tensor]:
+        return lambda: attribution(network).attribute(images, target=classes).abs().amax(dim=1)
+
+    checks = []
+    for label, method, settings, peer in (("Input × Gradient", "input_x_gradient", {}, captum(InputXGradient)),
+                                          ("Integrated Gradients", "integrated_gradients", {"steps": samples},
+                                           integrated(None)),
+                                          ("Guided Backprop", "guided_backprop", {}, captum(GuidedBackprop))):
+        difference = relative_difference(ours(method, **settings)(), peer())
+        checks.append(f"{label}: max rel. diff {difference:.1e}")
+    table = {
+        FORWARD: lambda: network(images).detach(),
+        "ours input_x_gradient": ours("input_x_gradient"),
+        "Captum InputXGradient": captum(InputXGradient),
+        f"ours smoothgrad ({samples})": ours("smoothgrad", samples=samples),
+        f"Captum NoiseTunnel smoothgrad ({samples}, one batch)": smoothgrad(None),
+        f"Captum NoiseTunnel smoothgrad ({samples}, batches of N)": smoothgrad(n),
+        f"ours integrated_gradients ({samples})": ours("integrated_gradients", steps=samples),
+        f"Captum IntegratedGradients ({samples}, one batch)": integrated(None),
+        f"Captum IntegratedGradients ({samples}, batches of N)": integrated(n),
+        "ours guided_backprop": ours("guided_backprop"),
+        "Captum GuidedBackprop": captum(GuidedBackprop),
+    }
+    pairs, current = {FORWARD: FORWARD}, FORWARD
+    for stage in list(table)[1:]:
+        current = stage if stage.startswith("ours") else current
+        pairs[stage] = current
+    return table, "; ".join(checks), pairs
+
+
 def bench_model(name: str, args: argparse.Namespace, device: torch.device) -> tuple[list[dict], str]:
     model = load_model(name, weights=WEIGHTS.get(name), device=device)
     images = load_batch(demo_paths(), model, args.batch_size, device)
@@ -118,15 +185,20 @@ def bench_model(name: str, args: argparse.Namespace, device: torch.device) -> tu
         raise SystemExit(f"only {len(images)} readable demo photos for a batch of {args.batch_size}")
     cams: list = []
     try:
-        table, check, error, same_classes = methods(model, images, cams)
-        if error > args.tolerance or not same_classes:
-            raise SystemExit(f"{name}: {check}: our maps differ from Captum's")
+        if args.suite == "methods":
+            table, check, pairs = map_method_peers(model, images, args.samples)
+        else:
+            table, check, error, same_classes = methods(model, images, cams)
+            pairs = dict.fromkeys(table, OURS)
+            if error > args.tolerance or not same_classes:
+                raise SystemExit(f"{name}: {check}: our maps differ from Captum's")
         times = time_interleaved(table, device, args.warmup, args.repeats, rotate=True)
     finally:
         for cam in cams:
             cam.activations_and_grads.release()
     rows = summarise(times, len(images))
-    versus_ours = {row["stage"]: row["ratio_to_forward"] for row in summarise(times, len(images), reference=OURS)}
+    versus_ours = {stage: next(row["ratio_to_forward"] for row in summarise(times, len(images), reference=ours)
+                               if row["stage"] == stage) for stage, ours in pairs.items()}
     for row in rows:
         method = row.pop("stage")
         row.update(model=name, weights=model.weights, method=method, batch_size=len(images), device=str(device),
@@ -153,6 +225,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--tolerance", type=float, default=1e-5, help="accepted max |ours - Captum| / max map")
+    parser.add_argument("--suite", choices=("saliency", "methods"), default="saliency",
+                        help="the gradient map against Saliency and GradCAM, or the other map methods against Captum's")
+    parser.add_argument("--samples", type=int, default=8, help="methods suite: SmoothGrad samples and IG steps")
     parser.add_argument("--json", type=Path, help="also write the rows, checks and settings here")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)

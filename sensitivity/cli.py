@@ -69,6 +69,16 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _unit_interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text}")
+    return value
+
+
 def _resolve_device(name: str) -> str:
     import torch
 
@@ -97,8 +107,9 @@ DEFAULT_SIGMA = 4.0
 DEFAULT_FRACTION = 0.2
 #: ``--out`` when neither it nor ``--boxes-csv`` is given.
 DEFAULT_OUT = "localize_out"
-#: The map options of `localize` when neither the command line nor the regressor gives them.
-MAP_DEFAULTS = {"model": "efficientnet_lite0", "target": "class", "aggregate": "mean", "method": "gradient"}
+#: sensitivity.localize.MAP_DEFAULTS and its boxes without a regressor, repeated for the same reason.
+MAP_DEFAULTS = {"model": "efficientnet_lite0", "target": "class", "aggregate": "mean", "method": "gradcam"}
+BOXES = ("threshold", "heuristic")
 
 #: sensitivity.localize.IMAGE_SUFFIXES, repeated for the same reason (tests check they agree).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -133,9 +144,15 @@ def _add_localize(subparsers) -> None:
                    help="map method: gradient, input_x_gradient, smoothgrad, integrated_gradients, guided_backprop, "
                         f"gradcam or cam (default: the regressor's, else {MAP_DEFAULTS['method']})")
     p.add_argument("--regressor", default=None, metavar="FILE",
-                   help="fitted BoxRegressor (.npz); without it boxes come from the heuristic. A workflow regressor "
+                   help="fitted BoxRegressor (.npz); without it, boxes come from --box. A workflow regressor "
                         "records the model, target, aggregate and map method of its maps: they are the defaults, "
                         "and other values are an error")
+    p.add_argument("--box", choices=BOXES, default=BOXES[0],
+                   help="without --regressor: the map thresholded at --threshold, the box of its largest region, "
+                        "or the paper's heuristic box (default: %(default)s)")
+    p.add_argument("--threshold", type=_unit_interval, default=None, metavar="TAU",
+                   help="threshold box: τ on the min-max normalised map (default: the one chosen for the map method "
+                        "on ImageNet, e.g. 0.29 for gradcam)")
     p.add_argument("--sigma", type=_non_negative_float, default=DEFAULT_SIGMA,
                    help="heuristic: Gaussian smoothing in map pixels (default: %(default)s)")
     p.add_argument("--fraction", type=_fraction, default=DEFAULT_FRACTION,
@@ -152,31 +169,17 @@ def _add_localize(subparsers) -> None:
     p.set_defaults(run=_run_localize)
 
 
-def _map_options(args: argparse.Namespace, regressor) -> dict:
-    """Model, target, aggregate, map method and its settings: as given, else as the regressor's maps were made,
-    else the defaults. A given value the regressor's maps were not made with is a UsageError."""
-    from sensitivity.map_methods import method_settings
-    from sensitivity.regress import check_provenance
-
-    made = dict(getattr(regressor, "provenance_", None) or {})
-    options = {key: getattr(args, key) if getattr(args, key) is not None else made.get(key, default)
-               for key, default in MAP_DEFAULTS.items()}
-    try:
-        settings = method_settings(options["method"],
-                                   made.get("method_settings") if options["method"] == made.get("method") else None)
-    except ValueError as error:
-        raise UsageError(f"--method: {error}") from None
-    if made:
-        try:
-            check_provenance(regressor, options | {"method_settings": settings}, args.regressor)
-        except ValueError as error:
-            raise UsageError(f"--regressor: {error}") from None
-    return options | {"settings": settings}
-
-
 def _run_localize(args: argparse.Namespace) -> int:
     from sensitivity.figures import plot_localization
-    from sensitivity.localize import Failure, check_regressor, expand_image_paths, iter_localize
+    from sensitivity.localize import (
+        DEFAULT_THRESHOLDS,
+        Failure,
+        check_regressor,
+        expand_image_paths,
+        iter_localize,
+        map_options,
+    )
+    from sensitivity.map_methods import CONV_BLOCK_METHODS
     from sensitivity.models import UnknownModelError, WeightsError, load_model
     from sensitivity.regress import BoxRegressor
 
@@ -192,7 +195,11 @@ def _run_localize(args: argparse.Namespace) -> int:
             regressor = BoxRegressor.load(args.regressor)
         except (OSError, ValueError) as error:
             raise UsageError(f"--regressor: {error}") from None
-    options = _map_options(args, regressor)
+    try:
+        options = map_options(regressor, args.regressor, model=args.model, target=args.target,
+                              aggregate=args.aggregate, method=args.method)
+    except ValueError as error:
+        raise UsageError(f"--{'regressor' if getattr(regressor, 'provenance_', None) else 'method'}: {error}") from None
     try:
         model = load_model(options["model"], weights=args.weights, device=device)
     except (UnknownModelError, WeightsError) as error:
@@ -202,10 +209,15 @@ def _run_localize(args: argparse.Namespace) -> int:
             check_regressor(regressor, model)
         except ValueError as error:
             raise UsageError(f"--regressor: {error}") from None
-    else:
-        _write(sys.stderr, f"no --regressor given: boxes come from the heuristic "
+    elif args.box == "heuristic":
+        _write(sys.stderr, f"no --regressor given: boxes come from the heuristic on the {options['method']} map "
                            f"(Gaussian σ={args.sigma:g} map pixels, top {args.fraction * 100:g}% pixels)\n")
+    else:
+        threshold = DEFAULT_THRESHOLDS[options["method"]] if args.threshold is None else args.threshold
+        _write(sys.stderr, f"no --regressor given: boxes come from the {options['method']} map thresholded at "
+                           f"τ={threshold:g} (its largest region; --box heuristic for the paper's heuristic box)\n")
 
+    channels = "" if options["method"] in CONV_BLOCK_METHODS else f" ({options['aggregate']} over channels)"
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
     if csv_path is None:
@@ -222,7 +234,7 @@ def _run_localize(args: argparse.Namespace) -> int:
         results = iter_localize(
             images, model, target=options["target"], aggregate=options["aggregate"], regressor=regressor,
             sigma=args.sigma, fraction=args.fraction, batch_size=args.batch_size, keep_images=out is not None,
-            method=options["method"], settings=options["settings"],
+            method=options["method"], box=args.box, threshold=args.threshold,
         )
         for item in results:
             if isinstance(item, Failure):
@@ -234,7 +246,7 @@ def _run_localize(args: argparse.Namespace) -> int:
             if out is not None:
                 figure = f"{_unique_stem(Path(item.path).stem or 'image', used_stems)}.png"
                 title = (f"{Path(item.path).name}: {item.class_name} ({item.score:.2f}), {item.method} box, "
-                         f"{options['method']} {options['target']} map ({options['aggregate']} over channels)")
+                         f"{options['method']} {options['target']} map{channels}")
                 plot_localization(item.image, item.map, item.box_normalised, None, title, out / figure)
                 item.image = None  # free it: results stream, one batch at a time
             writer.writerow([item.path, item.width, item.height, item.class_index, item.class_name,

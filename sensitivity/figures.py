@@ -214,28 +214,30 @@ __all__ = ["figure_height", "plot_example_grid", "plot_localization"]
 def plot_accuracy_cost(table, path: str | PathLike[str], title: str = "", dpi: int = 100) -> Path:
     """Accuracy against cost, one point per row of a methods table (``map_method``, ``box_method``,
     ``gt_known_loc`` in %, ``x_forward``): GT-known Loc over the image → box time in forward passes (log
-    scale), a marker per box method. Rows without a map (cost 0) are a dashed horizontal line."""
-    markers = {"heuristic": "s", "wsol": "^", "learned": "o"}
-    fig = Figure(figsize=(8.0, 5.0))
+    scale), a colour per map method and a marker per box method. Rows without a map (cost 0) are dashed
+    horizontal lines."""
+    from matplotlib.lines import Line2D
+
+    fig = Figure(figsize=(9.0, 5.0))
     ax = fig.add_subplot()
-    for _, row in table.iterrows():
-        if row["x_forward"] <= 0:
-            ax.axhline(row["gt_known_loc"], color="grey", linestyle="--", linewidth=1)
-            ax.annotate(f"{row['box_method']} box (no map)", (1.0, row["gt_known_loc"]), xycoords=("axes fraction", "data"),
-                        ha="right", va="bottom", fontsize=8, color="grey")
-            continue
-        box = row["box_method"]
-        ax.scatter(row["x_forward"], row["gt_known_loc"], marker=markers.get(box, "o"), s=40, color=f"C{list(markers).index(box) if box in markers else 3}")
-        ax.annotate(f"{row['map_method']}\n{row['box_method']}", (row["x_forward"], row["gt_known_loc"]),
-                    xytext=(4, 2), textcoords="offset points", fontsize=7)
-    for box, marker in markers.items():
-        ax.scatter([], [], marker=marker, color=f"C{list(markers).index(box)}", label=f"{box} box")
-    ax.legend(loc="lower right", fontsize=8)
+    mapped = table[table["x_forward"] > 0]
+    colours = {method: f"C{k}" for k, method in enumerate(dict.fromkeys(mapped["map_method"]))}
+    markers = dict(zip(dict.fromkeys(mapped["box_method"]), "s^oDv"))
+    for _, row in table[table["x_forward"] <= 0].iterrows():
+        ax.axhline(row["gt_known_loc"], color="grey", linestyle="--", linewidth=1)
+        ax.annotate(f"{row['box_method']} box (no map)", (0.01, row["gt_known_loc"]), xycoords=("axes fraction", "data"),
+                    va="bottom", fontsize=8, color="grey")
+    for _, row in mapped.iterrows():
+        ax.scatter(row["x_forward"], row["gt_known_loc"], marker=markers[row["box_method"]],
+                   color=colours[row["map_method"]], s=45, edgecolors="black", linewidths=0.4)
+    handles = [Line2D([], [], color=c, marker="o", linestyle="", label=m) for m, c in colours.items()]
+    handles += [Line2D([], [], color="grey", marker=k, linestyle="", label=f"{b} box") for b, k in markers.items()]
+    ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
     ax.set_xscale("log")
-    ax.set_xlabel("time of image → box, in forward passes (log)")
+    ax.set_xlabel("time of image → map → box, in forward passes (log)")
     ax.set_ylabel("GT-known Loc (%)")
     ax.grid(True, which="both", linewidth=0.3)
     if title:
-        ax.set_title(title)
-    fig.tight_layout()
+        ax.set_title(title, fontsize=10)
+    fig.subplots_adjust(left=0.08, right=0.76, bottom=0.11, top=0.92)
     return _save(fig, path, dpi)

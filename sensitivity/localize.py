@@ -1,10 +1,11 @@
-"""Localize the main object of image files: sensitivity map → box, with the predicted class.
+"""Localize the main object of image files: map → box, with the predicted class.
 
 This is the library behind ``sensitivity localize``. Images are read with :func:`read_image` (upright
 RGB, EXIF orientation applied) and prepared with the model's ``squash`` preprocessing, so the map covers
 the whole image and a box in map coordinates is a box in normalised image coordinates. Boxes come from
-a fitted :class:`~sensitivity.regress.BoxRegressor` when one is given, otherwise from the heuristic
-baseline :func:`~sensitivity.boxes.heuristic_box`.
+a fitted :class:`~sensitivity.regress.BoxRegressor` when one is given, from the maps it was fitted on;
+otherwise from the map thresholded at τ (:func:`~sensitivity.metrics.threshold_box`, by default on the
+Grad-CAM map) or from the paper's heuristic box (:func:`~sensitivity.boxes.heuristic_box`).
 
 Unreadable images never stop a run: each is reported as a :class:`Failure` (path and reason) and the
 other images are still processed.
@@ -26,8 +27,9 @@ from sensitivity.boxes import heuristic_box, to_pixels
 from sensitivity.images import ImageReadError, image_size, read_image
 from sensitivity.map_methods import compute_maps, method_settings
 from sensitivity.maps import AGGREGATES, TARGETS, Aggregate, Sensitivity, Target, pool_maps, resize_attention
+from sensitivity.metrics import threshold_box
 from sensitivity.models import LoadedModel
-from sensitivity.regress import BoxRegressor
+from sensitivity.regress import BoxRegressor, check_provenance
 
 #: Default Gaussian smoothing of the heuristic box, in map pixels. Maps are at the network's input
 #: resolution (224×224 for the default model), where 4 pixels ≈ 1.8 % of the side: enough to merge the
@@ -36,7 +38,21 @@ DEFAULT_SIGMA = 4.0
 #: Default share of the (smoothed) map's pixels kept by the heuristic box.
 DEFAULT_FRACTION = 0.2
 
-Method = Literal["regression", "heuristic"]
+Method = Literal["regression", "threshold", "heuristic"]
+#: The boxes without a regressor: the map thresholded at τ (its largest region) or the paper's heuristic box.
+BOXES = ("threshold", "heuristic")
+
+#: Map options when neither the caller nor a regressor's maps say otherwise. Without a regressor: the best map
+#: and box without learning that the comparison measured, Grad-CAM of the predicted class thresholded at τ
+#: (ImageNet sample, 5 split seeds: GT-known Loc 62.5 ± 2.2 % against 56.1 ± 3.0 % for the paper's gradient
+#: map and heuristic box, at 1.0 instead of 2.6 forward passes; docs/RESULTS.md).
+MAP_DEFAULTS = {"model": "efficientnet_lite0", "target": "class", "aggregate": "mean", "method": "gradcam"}
+#: The maps of a regressor that does not record them (fitted outside the workflow): the paper's.
+UNRECORDED_METHOD = "gradient"
+#: τ of the threshold box per map method: the best at IoU 0.5 on the 743 train + val images of the ImageNet
+#: sample (`python benchmarks/threshold_defaults.py results/imagenet`).
+DEFAULT_THRESHOLDS = {"gradient": 0.08, "input_x_gradient": 0.05, "smoothgrad": 0.19, "integrated_gradients": 0.06,
+                      "guided_backprop": 0.05, "gradcam": 0.29, "cam": 0.27}
 
 #: File name endings (case-insensitive) taken as images when a folder is expanded.
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -136,6 +152,22 @@ def check_regressor(regressor: BoxRegressor, model: LoadedModel) -> None:
         )
 
 
+def map_options(regressor: BoxRegressor | None = None, source: str = "the regressor", **given: str | None) -> dict:
+    """``model``, ``target``, ``aggregate`` and map ``method`` as given (None: not given), else as the regressor's
+    maps were made, else :data:`MAP_DEFAULTS` (:data:`UNRECORDED_METHOD` for a regressor that does not record
+    its maps), with the method's ``settings``. A given value the regressor's maps were not made with is a
+    ValueError naming ``source`` and the setting."""
+    made = dict(getattr(regressor, "provenance_", None) or {})
+    defaults = MAP_DEFAULTS | ({"method": UNRECORDED_METHOD} if regressor is not None and not made else {})
+    options = {key: given.get(key) if given.get(key) is not None else made.get(key, default)
+               for key, default in defaults.items()}
+    recorded = made.get("method_settings") if options["method"] == made.get("method") else None
+    options["settings"] = method_settings(options["method"], recorded)
+    if made:
+        check_provenance(regressor, options | {"method_settings": options["settings"]}, source)
+    return options
+
+
 def regression_boxes(model: LoadedModel, inputs: torch.Tensor, target: Target, aggregate: Aggregate,
                      regressor: BoxRegressor, amp_dtype: torch.dtype | None = None, method: str = "gradient",
                      settings: dict | None = None) -> tuple[Sensitivity, np.ndarray]:
@@ -159,27 +191,25 @@ def _localize_batch(
     batch: list[tuple[str, Image.Image, tuple[int, int]]],
     model: LoadedModel,
     transform,
-    target: Target,
-    aggregate: Aggregate,
+    options: dict,
     regressor: BoxRegressor | None,
-    sigma: float,
-    fraction: float,
+    box_of,
+    box: str,
     device: torch.device,
     keep_images: bool,
-    map_method: str,
-    settings: dict,
 ) -> list[Localization]:
     inputs = torch.stack([transform(image) for _, image, _ in batch]).to(device)
+    target, aggregate, map_method, settings = (options[k] for k in ("target", "aggregate", "method", "settings"))
     if regressor is not None:
         result, boxes = regression_boxes(model, inputs, target, aggregate, regressor, method=map_method,
                                          settings=settings)
         method: Method = "regression"
     else:
         result = compute_maps(model, inputs, map_method, settings, target, aggregate)
-        method = "heuristic"
+        method = box
     maps = result.maps.detach().float().cpu().numpy()
     if regressor is None:
-        boxes = np.stack([heuristic_box(m, sigma=sigma, fraction=fraction) for m in maps])
+        boxes = np.stack([box_of(m) for m in maps])
     probabilities = torch.softmax(result.logits, dim=1)
     scores, classes = probabilities.max(dim=1)
     out = []
@@ -207,24 +237,34 @@ def _localize_batch(
 def iter_localize(
     paths: Iterable[str | PathLike[str]],
     model: LoadedModel,
-    target: Target = "class",
-    aggregate: Aggregate = "mean",
+    target: Target | None = None,
+    aggregate: Aggregate | None = None,
     regressor: BoxRegressor | None = None,
     sigma: float = DEFAULT_SIGMA,
     fraction: float = DEFAULT_FRACTION,
     batch_size: int = 8,
     device: str | torch.device | None = None,
     keep_images: bool = False,
-    method: str = "gradient",
-    settings: dict | None = None,
+    method: str | None = None,
+    box: str = "threshold",
+    threshold: float | None = None,
 ) -> Iterator[Localization | Failure]:
     """Yield one :class:`Localization` or :class:`Failure` per path, in input order, batch by batch.
 
     Only one batch of images is held in memory at a time. See :func:`localize_images` for the
     arguments; ``keep_images`` keeps the decoded image in each result (for figures).
     """
-    _check_options(target, aggregate, sigma, fraction, batch_size)
-    settings = method_settings(method, settings)
+    options = map_options(regressor, model=model.name, target=target, aggregate=aggregate, method=method)
+    _check_options(options["target"], options["aggregate"], sigma, fraction, batch_size)
+    if box not in BOXES:
+        raise ValueError(f"box must be one of {BOXES}, got {box!r}")
+    threshold = DEFAULT_THRESHOLDS[options["method"]] if threshold is None else threshold
+    if not 0 <= threshold < 1:
+        raise ValueError(f"threshold must be in [0, 1), got {threshold}")
+    if box == "threshold":
+        box_of = lambda m: threshold_box(m, threshold)  # noqa: E731
+    else:
+        box_of = lambda m: heuristic_box(m, sigma=sigma, fraction=fraction)  # noqa: E731
     if regressor is not None:
         check_regressor(regressor, model)
     device = torch.device(device) if device is not None else model.device
@@ -235,8 +275,7 @@ def iter_localize(
     def flush() -> Iterator[Localization | Failure]:
         batch = [item for item in pending if not isinstance(item, Failure)]
         done = iter(
-            _localize_batch(batch, model, transform, target, aggregate, regressor, sigma, fraction, device,
-                            keep_images, method, settings)
+            _localize_batch(batch, model, transform, options, regressor, box_of, box, device, keep_images)
             if batch else []
         )
         for item in pending:
@@ -263,16 +302,17 @@ def iter_localize(
 def localize_images(
     paths: Iterable[str | PathLike[str]],
     model: LoadedModel,
-    target: Target = "class",
-    aggregate: Aggregate = "mean",
+    target: Target | None = None,
+    aggregate: Aggregate | None = None,
     regressor: BoxRegressor | None = None,
     sigma: float = DEFAULT_SIGMA,
     fraction: float = DEFAULT_FRACTION,
     batch_size: int = 8,
     device: str | torch.device | None = None,
     keep_images: bool = False,
-    method: str = "gradient",
-    settings: dict | None = None,
+    method: str | None = None,
+    box: str = "threshold",
+    threshold: float | None = None,
 ) -> tuple[list[Localization], list[tuple[str, str]]]:
     """Localize the main object in each image file.
 
@@ -280,18 +320,20 @@ def localize_images(
     ----------
     paths : image files (JPEG, PNG, anything PIL reads).
     model : a network from :func:`~sensitivity.models.load_model`, already on ``device``.
-    target : "class" (map of the predicted class's logit) or "gestalt" (map of the Gestalt Total; the
-        predicted class then costs one extra forward pass of the network, without gradients).
-    aggregate : "max" or "mean" of |gradient| over colour channels.
-    regressor : a fitted :class:`BoxRegressor` (maps of the model's input size); None uses the
-        heuristic box.
+    target : "class" (map of the predicted class's logit) or "gestalt" (map of the Gestalt Total).
+    aggregate : "max" or "mean" of |gradient| over colour channels (gradient-type maps).
+    method : the map method (:mod:`sensitivity.map_methods`).
+        ``target``, ``aggregate`` and ``method`` default to how the regressor's maps were made, else to
+        :data:`MAP_DEFAULTS` (see :func:`map_options`); values the regressor's maps were not made with
+        raise ValueError.
+    regressor : a fitted :class:`BoxRegressor` (maps of the model's input size); None uses ``box``.
+    box : without a regressor, "threshold" (the map thresholded at ``threshold``, the bounding box of its
+        largest region; default τ per method :data:`DEFAULT_THRESHOLDS`) or "heuristic" (the paper's).
     sigma, fraction : heuristic box settings: Gaussian smoothing in map pixels (at the network's input
         resolution, 224 for the default model) and the share of top pixels kept.
     batch_size : images per forward/backward pass.
     device : where the inputs go; defaults to the model's device.
     keep_images : keep each decoded image in ``Localization.image``.
-    method, settings : the map method (:mod:`sensitivity.map_methods`; default the paper's gradient map)
-        and its settings; a regressor must have been fitted on maps of the same method.
 
     Returns
     -------
@@ -301,7 +343,7 @@ def localize_images(
     done: list[Localization] = []
     failed: list[tuple[str, str]] = []
     for item in iter_localize(paths, model, target, aggregate, regressor, sigma, fraction, batch_size,
-                              device, keep_images, method, settings):
+                              device, keep_images, method, box, threshold):
         if isinstance(item, Failure):
             failed.append((item.path, item.message))
         else:
@@ -310,8 +352,11 @@ def localize_images(
 
 
 __all__ = [
+    "BOXES",
     "DEFAULT_FRACTION",
     "DEFAULT_SIGMA",
+    "DEFAULT_THRESHOLDS",
+    "MAP_DEFAULTS",
     "Failure",
     "IMAGE_SUFFIXES",
     "Localization",
@@ -319,5 +364,6 @@ __all__ = [
     "expand_image_paths",
     "iter_localize",
     "localize_images",
+    "map_options",
     "regression_boxes",
 ]

@@ -67,6 +67,8 @@ class MapMethod:
 
 
 _METHODS: dict[str, MapMethod] = {}
+#: Methods whose map is of the last conv block, not of the input's channels: ``aggregate`` does not apply.
+CONV_BLOCK_METHODS = ("gradcam", "cam")
 
 
 def register_map_method(name: str, **defaults: int | float) -> Callable[[MapFunction], MapFunction]:

@@ -150,6 +150,12 @@ def threshold_boxes(
     return [per_cut[c].copy() for c in inverse]
 
 
+def threshold_box(scoremap: ArrayLike, threshold: float) -> np.ndarray:
+    """wsolevaluation's single box of one (H, W) map of any scale: min-max normalise, keep the pixels above
+    ``threshold``, the bounding box of the largest contour (V1); float64 (4,) normalised."""
+    return threshold_boxes(normalize_maps(np.asarray(scoremap)[None])[0], [threshold], multi_contour=False)[0][0]
+
+
 def best_ious(
     maps: ArrayLike, gt_boxes: Sequence[ArrayLike], thresholds: ArrayLike, multi_contour: bool = True
 ) -> np.ndarray:

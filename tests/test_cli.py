@@ -27,7 +27,7 @@ DEMO = Path(__file__).resolve().parents[1] / "data" / "demo"
 KANGAROOS = [DEMO / "kangaroo" / "images" / name for name in ("00013.jpg", "00014.jpg")]
 RACCOON = DEMO / "raccoon" / "images" / "raccoon-12.jpg"  # small (259x194): quick
 WALLABY = 104
-HEURISTIC_NOTE = "no --regressor given: boxes come from the heuristic"
+DEFAULT_NOTE = "no --regressor given: boxes come from the gradcam map thresholded at τ=0.29 (its largest region"
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -86,7 +86,7 @@ def basic(tmp_path_factory):
 def test_localize_outputs(basic):
     images, out_dir, code, stdout, stderr = basic
     assert code == 0, stderr
-    assert stderr.count(HEURISTIC_NOTE) == 1 and "σ=4" in stderr and "top 20%" in stderr
+    assert stderr.count(DEFAULT_NOTE) == 1
     assert "error" not in stderr
     lines = stdout.splitlines()
     assert len(lines) == 3
@@ -95,7 +95,7 @@ def test_localize_outputs(basic):
     assert sorted(p.name for p in out_dir.iterdir()) == ["00013.png", "00014.png", "boxes.csv", "raccoon-12.png"]
     for line, row, image_path in zip(lines, rows, images):
         path, index, name, score, box, method = line.split("\t")
-        assert (path, index, name, method) == (image_path, row["class_index"], row["class_name"], "heuristic")
+        assert (path, index, name, method) == (image_path, row["class_index"], row["class_name"], "threshold")
         assert float(score) == pytest.approx(float(row["score"]), abs=1e-4)
         assert [float(v) for v in box.split()] == pytest.approx(
             [float(row[k]) for k in ("x1", "y1", "x2", "y2")], abs=0.06
@@ -108,20 +108,39 @@ def test_localize_outputs(basic):
     assert rows[0]["class_name"] == "wallaby"
 
 
-def test_heuristic_boxes_cover_the_kangaroos(basic):
-    """The heuristic box must overlap the annotated animals (a box from a wrong or mirrored map would not)."""
+def kangaroo_overlaps(rows: list[dict[str, str]]) -> list[float]:
+    """Best IoU of each kangaroo row's box with the annotated animals or the box around all of them."""
     import xml.etree.ElementTree as ET
 
     from sensitivity.boxes import iou_matrix
 
-    _, out_dir, _, _, _ = basic
-    for row in read_rows(out_dir)[:2]:
+    overlaps = []
+    for row in rows:
         root = ET.parse(DEMO / "kangaroo" / "annotations" / (Path(row["path"]).stem + ".xml")).getroot()
         truth = np.array([[float(b.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax")]
                           for b in root.iter("bndbox")])
         pred = np.array([[float(row[k]) for k in ("x1", "y1", "x2", "y2")]])
         union = np.r_[truth[:, :2].min(axis=0), truth[:, 2:].max(axis=0)][None]
-        assert iou_matrix(pred, np.vstack([truth, union])).max() > 0.3, (row, truth)
+        overlaps.append(float(iou_matrix(pred, np.vstack([truth, union])).max()))
+    return overlaps
+
+
+def test_default_boxes_cover_the_kangaroos(basic):
+    """The default box (thresholded Grad-CAM) must overlap the annotated animals (a box from a wrong or
+    mirrored map would not)."""
+    _, out_dir, _, _, _ = basic
+    assert min(kangaroo_overlaps(read_rows(out_dir)[:2])) > 0.3
+
+
+def test_heuristic_box_on_request(tmp_path):
+    """`--box heuristic` is the paper's box (σ, top fraction), here on the paper's gradient map."""
+    out_dir = tmp_path / "out"
+    code, stdout, stderr = run(["localize", *map(str, KANGAROOS), "--box", "heuristic", "--method", "gradient",
+                                "--out", str(out_dir), "--device", "cpu"])
+    assert code == 0, stderr
+    assert "boxes come from the heuristic on the gradient map (Gaussian σ=4 map pixels, top 20% pixels)" in stderr
+    assert [line.split("\t")[-1] for line in stdout.splitlines()] == ["heuristic", "heuristic"]
+    assert min(kangaroo_overlaps(read_rows(out_dir))) > 0.3
 
 
 def test_bad_files_are_reported_and_skipped(tmp_path):
@@ -194,7 +213,7 @@ def test_regressor_gives_regression_boxes(tmp_path):
     code, stdout, stderr = run(["localize", str(KANGAROOS[1]), str(RACCOON), "--regressor", str(model_file),
                                 "--out", str(out_dir)])
     assert code == 0, stderr
-    assert HEURISTIC_NOTE not in stderr
+    assert "no --regressor given" not in stderr
     assert [line.split("\t")[-1] for line in stdout.splitlines()] == ["regression", "regression"]
     rows = read_rows(out_dir)
     assert [r["method"] for r in rows] == ["regression", "regression"]
@@ -294,6 +313,7 @@ def test_cli_defaults_match_the_library():
 
     assert (cli.DEFAULT_SIGMA, cli.DEFAULT_FRACTION) == (localize.DEFAULT_SIGMA, localize.DEFAULT_FRACTION)
     assert cli.IMAGE_SUFFIXES == localize.IMAGE_SUFFIXES
+    assert (cli.MAP_DEFAULTS, cli.BOXES) == (localize.MAP_DEFAULTS, localize.BOXES)
 
 
 def test_expand_image_paths(tmp_path):
@@ -411,7 +431,7 @@ def test_localize_images_library(tmp_path):
         np.testing.assert_allclose(single.box_normalised, batched.box_normalised, atol=1 / 224)
         w, h = single.width, single.height
         np.testing.assert_allclose(single.box_pixels, single.box_normalised * [w, h, w, h])
-        assert single.method == "heuristic" and single.image is None
+        assert single.method == "threshold" and single.image is None
     assert done[0].class_index == WALLABY and done[0].score > 0.5
     with pytest.raises(ValueError, match="fraction"):
         localize_images([RACCOON], model, fraction=0)
@@ -426,9 +446,9 @@ def test_console_script_and_module(tmp_path):
     result = subprocess.run([script, "localize", str(RACCOON), str(tmp_path / "missing.jpg"), "--out", str(out_dir),
                              "--device", "auto"], capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 1, result.stderr
-    assert result.stdout.startswith(f"{RACCOON}\t") and result.stdout.rstrip().endswith("heuristic")
+    assert result.stdout.startswith(f"{RACCOON}\t") and result.stdout.rstrip().endswith("threshold")
     assert f"error: {tmp_path / 'missing.jpg'}: file not found" in result.stderr
-    assert "boxes come from the heuristic" in result.stderr
+    assert "boxes come from the gradcam map thresholded at" in result.stderr
     assert (out_dir / "raccoon-12.png").stat().st_size > 0
     result = subprocess.run([sys.executable, "-m", "sensitivity", "localize", "--help"], capture_output=True,
                             text=True, timeout=60)

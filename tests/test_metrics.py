@@ -16,6 +16,7 @@ from sensitivity.metrics import (
     fixed_box_ious,
     maxboxacc,
     normalize_maps,
+    threshold_box,
     threshold_boxes,
 )
 
@@ -405,3 +406,12 @@ GT = [np.array([[0.0, 0.0, 0.5, 0.5]])] * 2
 def test_bad_input_is_rejected_with_a_clear_message(function, args, message):
     with pytest.raises(ValueError, match=message):
         function(*args)
+
+
+def test_threshold_box_is_the_largest_region_of_the_normalised_map_at_any_scale():
+    scoremap = np.zeros((8, 10))
+    scoremap[1:3, 1:3] = 5.0   # small, strong
+    scoremap[4:8, 4:9] = 3.0   # large, weaker: above τ = 0.5 of the normalised map
+    np.testing.assert_allclose(threshold_box(scoremap, 0.5), [4 / 10, 4 / 8, 9 / 10, 8 / 8])
+    np.testing.assert_allclose(threshold_box(scoremap * 1e-6 + 2.0, 0.5), [4 / 10, 4 / 8, 9 / 10, 8 / 8])
+    np.testing.assert_allclose(threshold_box(scoremap, 0.7), [1 / 10, 1 / 8, 3 / 10, 3 / 8])  # only the strong one

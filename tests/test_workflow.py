@@ -278,6 +278,17 @@ INVALID = {
     "unknown extraction key": ("extraction:\n  shard_count: 3\n", "'shard_count' was unexpected"),
     "bad aggregate": ("datasets:\n  demo:\n    aggregate: median\n", "'median' is not one of ['max', 'mean']"),
     "bad enum": ("extraction:\n  device: tpu\n", "'tpu' is not one of"),
+    "unknown map method": ("map_methods:\n  saliency: {}\n", "'saliency' was unexpected"),
+    "unknown map method setting": ("map_methods:\n  smoothgrad: {sample: 4}\n", "'sample' was unexpected"),
+    "bad map method setting": ("map_methods:\n  integrated_gradients: {steps: 0}\n", "0 is less than the minimum of 1"),
+}
+
+# Valid by the schema, but naming what the config does not have: stopped before any job, the key named.
+INCONSISTENT = {
+    "dataset method not among map_methods": ("datasets:\n  demo:\n    method: saliency\n",
+                                              "datasets.demo.method: 'saliency' is not one of map_methods"),
+    "compared method not among map_methods": ("comparison:\n  methods: [gradient, saliency]\n",
+                                              "comparison.methods: ['saliency'] not in map_methods"),
 }
 
 
@@ -295,6 +306,16 @@ def test_invalid_config_fails_before_any_job(fresh_project, tmp_path, case) -> N
     output = result.stdout + result.stderr
     assert result.returncode != 0
     assert "Error validating config file" in output and message in output, output[:3000]
+    assert not (fresh_project / "results").exists() and not (fresh_project / "logs").exists()
+
+
+@pytest.mark.parametrize("case", list(INCONSISTENT))
+def test_inconsistent_config_fails_before_any_job_naming_the_key(fresh_project, tmp_path, case) -> None:
+    text, message = INCONSISTENT[case]
+    override = tmp_path / "bad.yaml"
+    override.write_text(text)
+    result = snakemake(fresh_project, configs=(override,), timeout=120)
+    assert result.returncode != 0 and message in result.stdout + result.stderr, (result.stdout + result.stderr)[-3000:]
     assert not (fresh_project / "results").exists() and not (fresh_project / "logs").exists()
 
 

@@ -21,6 +21,7 @@ CHEAP = {
                           "aggregate": "max", "split": {"fractions": [0.5, 0.25, 0.25], "seed": 0}}},
     "map_methods": {"smoothgrad": {"samples": 2}, "integrated_gradients": {"steps": 2}},
     "comparison": {"thresholds": 20, "speed": {"batch_size": 4, "warmup": 0, "repeats": 1}},
+    "evaluation": {"split_seeds": [0, 1]},
 }
 
 
@@ -30,8 +31,8 @@ def methods_run(tmp_path_factory, make_demo_subset) -> Path:
     workdir = copy_project(tmp_path_factory.mktemp("methods") / "project")
     make_demo_subset(workdir / "mini", PER_CLASS)
     (workdir / "cheap.yaml").write_text(yaml.safe_dump(CHEAP))
-    result = snakemake(workdir, "results/mini_methods.csv", "results/mini_corloc.csv", configs=("cheap.yaml",),
-                       timeout=900)
+    result = snakemake(workdir, "results/mini_methods.csv", "results/mini_corloc.csv", "results/mini_methods_seeds.csv",
+                       configs=("cheap.yaml",), timeout=900)
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
     return workdir
 
@@ -70,6 +71,19 @@ def test_gradient_rows_equal_the_corloc_table_of_the_same_maps(methods_run) -> N
 
 
 @pytest.mark.slow
+def test_seed_study_repeats_the_table_on_its_own_seed(methods_run) -> None:
+    """Split seed 0 is the dataset's own split: the seed study's rows for it are the comparison table's."""
+    table = pd.read_csv(methods_run / "results" / "mini_methods.csv").set_index(["map_method", "box_method"])
+    seeds = pd.read_csv(methods_run / "results" / "mini_methods_seeds.csv")
+    assert sorted(seeds["seed"].unique()) == [0, 1] and len(seeds) == 2 * len(table)
+    own = seeds[seeds["seed"] == 0].set_index(["map_method", "box_method"])
+    for column in ("gt_known_loc", "maxboxacc_v2", "corloc"):
+        assert own[column].to_numpy() == pytest.approx(table.loc[own.index, column].to_numpy(), abs=1e-3), column
+    markdown = (methods_run / "results" / "mini_methods_seeds.md").read_text()
+    assert "| gradient | learned |" in markdown and " ± " in markdown
+
+
+@pytest.mark.slow
 def test_each_method_has_its_own_stores_recording_how_they_were_made(methods_run) -> None:
     results = methods_run / "results"
     for method in list_map_methods():
@@ -91,3 +105,12 @@ def test_a_method_setting_reruns_only_that_method(methods_run) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert planned_jobs(result.stdout + result.stderr) == {
         "extract_maps": 2, "fit_regressor": 1, "method_scores": 1, "methods_speed": 1, "methods_table": 1}
+
+
+@pytest.mark.slow
+def test_report_holds_the_table_and_the_figure(methods_run) -> None:
+    result = snakemake(methods_run, "--report", "report.html", "results/mini_methods.csv", configs=("cheap.yaml",),
+                       timeout=300)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    html = (methods_run / "report.html").read_text()
+    assert "mini_methods.csv" in html and "mini_methods.png" in html and "accuracy against cost" in html

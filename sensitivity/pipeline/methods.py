@@ -35,8 +35,7 @@ from sensitivity.metrics import (
     fixed_box_ious,
     localized,
     maxboxacc_of,
-    normalize_maps,
-    threshold_boxes,
+    threshold_box,
 )
 from sensitivity.pipeline.classify import row_correctness
 from sensitivity.pipeline.rows import RowMaps, labelled_rows
@@ -70,11 +69,6 @@ def choose_on(stores: Sequence[str | Path], rows: pd.DataFrame, thresholds: np.n
     return {"maxboxacc": chosen, "box": single[GT_KNOWN_LEVEL]}
 
 
-def wsol_box(scoremap: np.ndarray, threshold: float) -> np.ndarray:
-    """wsolevaluation's box of one map: its largest contour above ``threshold`` after min-max normalisation."""
-    return threshold_boxes(normalize_maps(scoremap[None])[0], [threshold], multi_contour=False)[0][0]
-
-
 def predict_rows(stores: Sequence[str | Path], rows: pd.DataFrame, regressor: BoxRegressor, threshold: float,
                  thresholds: np.ndarray, sigma: float, fraction: float,
                  batch_size: int = 1024) -> tuple[pd.DataFrame, np.ndarray, dict[str, float]]:
@@ -86,7 +80,7 @@ def predict_rows(stores: Sequence[str | Path], rows: pd.DataFrame, regressor: Bo
         own = _channel(maps)
         boxes = {}
         for method, run in (("heuristic", lambda: heuristic_boxes(own, sigma=sigma, fraction=fraction)),
-                            ("wsol", lambda: np.stack([wsol_box(m, threshold) for m in own])),
+                            ("wsol", lambda: np.stack([threshold_box(m, threshold) for m in own])),
                             ("learned", lambda: regressor.predict(maps))):
             start = time.perf_counter()
             boxes[method] = run()
@@ -190,7 +184,7 @@ def methods_table(score_paths: Sequence[str | Path], prediction_paths: Sequence[
     forward_s = 1 / speed.loc["forward", "images_per_s"]
     map_s = table["map_method"].map(lambda m: 1 / speed.loc[m, "images_per_s"] if m in speed.index else 0.0)
     box_s = table["box_ms_per_image"] / 1000
-    table["images_per_s"] = 1 / (map_s + box_s)
+    table["images_per_s"] = 1 / (map_s + box_s).replace(0.0, np.nan)  # the centre box costs nothing: no rate
     table["x_forward"] = table["map_method"].map(speed["ratio_to_forward"]).fillna(0.0) + box_s / forward_s
     table["device"] = speed["device"].iloc[0]
     table.to_csv(csv_path, index=False, float_format="%.6g")
@@ -212,7 +206,7 @@ def _write_markdown(table: pd.DataFrame, speed: pd.DataFrame, levels: Sequence[i
                "MaxBoxAccV2, τ on test", "CorLoc", "images/s", "× forward"]
     shown = shown[columns].astype(object).where(shown[columns].notna(), "—")
     best = table.loc[table["gt_known_loc"].idxmax()]
-    rate = table[table["map_method"] != "none"].assign(per_s=lambda t: t["gt_known_loc"] * t["images_per_s"])
+    rate = table.dropna(subset=["images_per_s"]).assign(per_s=lambda t: t["gt_known_loc"] * t["images_per_s"])
     fastest = rate.loc[rate["per_s"].idxmax()]
     machine = speed.iloc[0]
     notes = [

@@ -95,3 +95,29 @@ rule methods_table:
         "../../envs/sensitivity.yaml"
     script:
         "../scripts/methods_table.py"
+
+
+rule methods_seeds:
+    input:
+        unpack(lambda wc: {f"maps_{method}": gather.extract(f"results/{METHOD_DATASET[(wc.dataset, method)]}/maps/{{scatteritem}}.zarr")
+                           for method in MAP_METHODS}),
+        manifest="results/{dataset}/manifest.csv",
+        synset_mapping=lambda wc: dataset(wc.dataset)["synset_mapping"] or [],
+        code=code("pipeline/seeds.py", "pipeline/methods.py", "pipeline/fit.py", "pipeline/split.py", "metrics.py",
+                  "pipeline/rows.py", "pipeline/classify.py", "pipeline/tables.py", "boxes.py", "regress.py",
+                  "shape.py", "store.py"),
+    output:
+        table="results/{dataset}_methods_seeds.csv",
+        markdown="results/{dataset}_methods_seeds.md",
+    params:
+        split=lambda wc: seeded_split(wc.dataset),
+        seeds=config["evaluation"]["split_seeds"],
+        regression=config["regression"],
+        evaluation={key: config["evaluation"][key] for key in ("iou_threshold", "heuristic")},
+        comparison={key: COMPARISON[key] for key in ("thresholds", "iou_levels")},
+    log:
+        "logs/{dataset}/methods/seeds.log",
+    conda:
+        "../../envs/sensitivity.yaml"
+    script:
+        "../scripts/methods_seeds.py"
