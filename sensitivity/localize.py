@@ -161,11 +161,10 @@ def map_options(regressor: BoxRegressor | None = None, source: str = "the regres
     defaults = MAP_DEFAULTS | ({"method": UNRECORDED_METHOD} if regressor is not None and not made else {})
     options = {key: given.get(key) if given.get(key) is not None else made.get(key, default)
                for key, default in defaults.items()}
-    recorded = made.get("method_settings") if options["method"] == made.get("method") else None
-    options["settings"] = method_settings(options["method"], recorded)
     if made:
-        check_provenance(regressor, options | {"method_settings": options["settings"]}, source)
-    return options
+        check_provenance(regressor, options, source)
+    recorded = made.get("method_settings") if options["method"] == made.get("method") else None
+    return options | {"settings": method_settings(options["method"], recorded)}
 
 
 def regression_boxes(model: LoadedModel, inputs: torch.Tensor, target: Target, aggregate: Aggregate,

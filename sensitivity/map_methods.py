@@ -51,6 +51,7 @@ from sensitivity.maps import (
     aggregate_channels,
     grad_cam,
     input_gradient,
+    sensitivity,
 )
 from sensitivity.models import LoadedModel
 
@@ -196,9 +197,8 @@ def _upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 @register_map_method("gradient")
 def gradient_map(model, images, target, aggregate, classes, amp_dtype, with_attention) -> Sensitivity:
     """The paper's sensitivity map: one forward, one backward."""
-    result = input_gradient(model, images, target, classes, amp_dtype, with_logits=True, with_attention=with_attention)
-    return Sensitivity(aggregate_channels(result.gradient.float(), aggregate), result.classes, result.logits,
-                       result.attention)
+    return sensitivity(model, images, target, aggregate, classes, amp_dtype, with_logits=True,
+                       with_attention=with_attention)
 
 
 @register_map_method("input_x_gradient")
@@ -297,10 +297,8 @@ def guided_backprop_map(model, images, target, aggregate, classes, amp_dtype, wi
     with guided_relus(network) as count:
         if count == 0:
             raise ValueError("guided_backprop needs nn.ReLU or nn.ReLU6 modules; this network has none")
-        result = input_gradient(model, images, target, classes, amp_dtype, with_logits=True,
-                                with_attention=with_attention)
-    return Sensitivity(aggregate_channels(result.gradient.float(), aggregate), result.classes, result.logits,
-                       result.attention)
+        return sensitivity(model, images, target, aggregate, classes, amp_dtype, with_logits=True,
+                           with_attention=with_attention)
 
 
 @register_map_method("gradcam")

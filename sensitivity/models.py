@@ -130,8 +130,8 @@ class LoadedModel:
 
 
 # Networks fed channels_last batches: EfficientNet-Lite0 runs its forward and its map 19-23 % faster on CPU
-# so, with maps equal to within 7e-7 of the largest value (docs/PERFORMANCE.md). VGG16 is faster too, but
-# its maps change by up to 1e-1 relative (other convolution algorithms), so it keeps the default layout.
+# so, with maps as close to the float64 maps as the default layout's (docs/PERFORMANCE.md). VGG16 is faster
+# too, but its maps change by up to 1e-1 relative (other convolution algorithms): it keeps the default layout.
 CHANNELS_LAST = {"efficientnet_lite0"}
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from sensitivity.localize import regression_boxes
+from sensitivity.localize import map_options, regression_boxes
 from sensitivity.maps import sensitivity
 from sensitivity.models import AMP_DTYPES, LoadedModel, device_clock, resolve_device
 
@@ -113,8 +113,8 @@ def map_paths(model: LoadedModel, images: torch.Tensor, aggregate: str, box_targ
     """The timed stages: ``forward`` (the classification), ``class map``, ``gestalt map``, ``<target> map +
     Grad-CAM`` (the ``box_target`` map with the attention map and logits the extraction stores) and, with a
     fitted :class:`~sensitivity.regress.BoxRegressor`, ``image → box`` (what ``sensitivity localize`` does:
-    the map, and the attention map for a shape regressor, then its boxes), each a no-argument callable on
-    ``images``."""
+    the map of the regressor's map method, and the attention map for a shape regressor, then its boxes),
+    each a no-argument callable on ``images``."""
     network = model.network
     device = images.device
 
@@ -134,9 +134,11 @@ def map_paths(model: LoadedModel, images: torch.Tensor, aggregate: str, box_targ
     stages = {FORWARD: forward, "class map": map_of("class"), "gestalt map": map_of("gestalt"),
               f"{box_target} map + Grad-CAM": map_of(box_target, extras=True)}
     if regressor is not None:
+        options = map_options(regressor, model=model.name, target=box_target, aggregate=aggregate)
+        method, settings = options["method"], options["settings"]
 
         def image_to_box() -> np.ndarray:
-            return regression_boxes(model, images, box_target, aggregate, regressor, amp_dtype)[1]
+            return regression_boxes(model, images, box_target, aggregate, regressor, amp_dtype, method, settings)[1]
 
         stages["image → box"] = image_to_box
     return stages

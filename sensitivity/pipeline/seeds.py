@@ -14,7 +14,17 @@ from sensitivity.pipeline.evaluate import METHODS, evaluate
 from sensitivity.pipeline.fit import fit_regressor
 from sensitivity.pipeline.methods import centre_scores, score_method
 from sensitivity.pipeline.split import make_split
+from sensitivity.regress import BoxRegressor
 from sensitivity.pipeline.tables import ALL, AVERAGE, to_markdown
+
+
+def refit(manifest_path: str | Path, split_path: Path, stores: Sequence[str | Path], stem: Path, regression: dict,
+          evaluation: dict) -> BoxRegressor:
+    """The fit stage on another split: ``<stem>.npz`` and its summary ``<stem>.json``."""
+    return fit_regressor(manifest_path, split_path, list(stores), stem.with_suffix(".npz"), stem.with_suffix(".json"),
+                         grid=regression["grid"], solver=regression["solver"],
+                         sgd=regression["sgd"] if regression["solver"] == "sgd" else None,
+                         iou_threshold=evaluation["iou_threshold"])
 
 
 def seed_study(manifest_path: str | Path, stores: Sequence[str | Path], fractions: Sequence[float],
@@ -29,10 +39,7 @@ def seed_study(manifest_path: str | Path, stores: Sequence[str | Path], fraction
             folder = Path(scratch) / str(seed)
             folder.mkdir()
             make_split(manifest_path, folder / "split.csv", list(fractions), seed)
-            model = fit_regressor(manifest_path, folder / "split.csv", list(stores), folder / "regressor.npz",
-                                  folder / "summary.json", grid=regression["grid"], solver=regression["solver"],
-                                  sgd=regression["sgd"] if regression["solver"] == "sgd" else None,
-                                  iou_threshold=evaluation["iou_threshold"])
+            model = refit(manifest_path, folder / "split.csv", stores, folder / "regressor", regression, evaluation)
             table = evaluate(manifest_path, folder / "split.csv", list(stores), folder / "regressor.npz",
                              folder / "predictions.csv", folder / "corloc.csv", folder / "corloc.md",
                              sigma=heuristic["sigma"], fraction=heuristic["fraction"],
@@ -71,10 +78,7 @@ def methods_seed_study(manifest_path: str | Path, method_stores: dict[str, Seque
             split = folder / "split.csv"
             make_split(manifest_path, split, list(fractions), seed)
             for method, stores in method_stores.items():
-                fit_regressor(manifest_path, split, list(stores), folder / f"{method}.npz", folder / f"{method}.json",
-                              grid=regression["grid"], solver=regression["solver"],
-                              sgd=regression["sgd"] if regression["solver"] == "sgd" else None,
-                              iou_threshold=evaluation["iou_threshold"])
+                refit(manifest_path, split, stores, folder / method, regression, evaluation)
                 scores = score_method(manifest_path, split, list(stores), folder / f"{method}.npz",
                                       folder / f"{method}.csv", folder / f"{method}_predictions.csv", method,
                                       comparison["thresholds"], levels, **evaluation["heuristic"],

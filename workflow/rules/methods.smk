@@ -51,7 +51,7 @@ rule method_scores:
 rule methods_speed:
     input:
         manifest="results/{dataset}/manifest.csv",
-        code=code("speed.py", "map_methods.py", "maps.py", "models.py"),
+        code=code("speed.py", "localize.py", "map_methods.py", "maps.py", "models.py"),
     output:
         "results/{dataset}/methods/speed.csv",
     params:

@@ -3,10 +3,10 @@
 # results/paper/<dataset>/, and results/paper/RESULTS.md (copied to docs/RESULTS.md).
 #
 # Map variants. §3.6 compares max / mean aggregation and the class / Gestalt target on the same images,
-# so every paper dataset needs maps for all four (target, aggregate) combinations. Each missing
-# combination becomes a generated variant `<name>__<target>_<aggregate>` (common.smk: add_variant),
-# extracted by the unchanged `extract_maps` rule. The dataset's own combination is the base dataset
-# itself, so its maps are shared with the main workflow.
+# so every paper dataset needs the paper's gradient maps for all four (target, aggregate) combinations.
+# Each becomes a generated variant `<name>__<target>_<aggregate>` (common.smk: add_variant) with
+# `method: gradient`, extracted by the unchanged `extract_maps` rule; where the dataset itself has gradient
+# maps of that combination, its own maps are used (shared with the main workflow).
 import re
 
 PAPER = config.get("paper", {})
@@ -16,9 +16,10 @@ PAPER_MAP_VARIANTS = [("class", "max"), ("class", "mean"), ("gestalt", "max"), (
 # Each paper dataset's own map variant (`<target>_<aggregate>`); an unknown name fails here, naming the
 # configured ones.
 PAPER_PRIMARY = {name: "{target}_{aggregate}".format(**dataset(name)) for name in PAPER_DATASETS}
-# (dataset, target, aggregate) → the dataset whose maps those are: the dataset itself for its own variant.
+# (dataset, target, aggregate) → the dataset whose gradient maps those are: the dataset itself where it has them.
 PAPER_VARIANT_DATASET = {
-    (name, t, a): name if PAPER_PRIMARY[name] == f"{t}_{a}" else add_variant(name, f"{t}_{a}", target=t, aggregate=a)
+    (name, t, a): name if (PAPER_PRIMARY[name], dataset(name)["method"]) == (f"{t}_{a}", "gradient")
+    else add_variant(name, f"{t}_{a}", target=t, aggregate=a, method="gradient")
     for name in PAPER_DATASETS
     for t, a in PAPER_MAP_VARIANTS
 }
