@@ -45,7 +45,8 @@ def test_table_has_every_map_method_with_every_box_and_the_centre_box(methods_ru
     assert (table["n_test"] == table["n_test"].iloc[0]).all() and table["n_test"].iloc[0] >= 6
     for column in ("gt_known_loc", "maxboxacc_v2", "boxacc_30", "boxacc_50", "boxacc_70", "corloc"):
         assert table[column].between(0, 100).all(), column
-    assert (table["boxacc_30"] >= table["boxacc_50"]).all() and (table["boxacc_50"] >= table["boxacc_70"]).all()
+    fixed = table[table["box_method"] != "wsol"]  # one box per image: a stricter IoU never finds more
+    assert (fixed["boxacc_30"] >= fixed["boxacc_50"]).all() and (fixed["boxacc_50"] >= fixed["boxacc_70"]).all()
     assert table["top1_loc"].isna().all()  # raccoon and kangaroo are not ImageNet classes: no synset mapping
     wsol = table[table["box_method"] == "wsol"]
     assert (wsol["maxboxacc_v2_tau_on_test"] >= wsol["maxboxacc_v2"] - 1e-9).all()  # τ chosen on test: optimistic

@@ -7,17 +7,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sensitivity.boxes import CentreBoxBaseline, heuristic_boxes, iou_matrix
+from sensitivity.boxes import CentreBoxBaseline, heuristic_boxes
+from sensitivity.metrics import fixed_box_ious
 from sensitivity.pipeline.classify import accuracy_note
 from sensitivity.pipeline.rows import RowMaps, labelled_rows
 from sensitivity.pipeline.tables import corloc_table, write_table
 from sensitivity.regress import BoxRegressor
 
 METHODS = ("regression", "heuristic", "centre")
-
-
-def _best_iou(pred: np.ndarray, gt: list[np.ndarray]) -> np.ndarray:
-    return np.array([iou_matrix(p[None], g).max() for p, g in zip(pred, gt)])
 
 
 def predict_test(rows: pd.DataFrame, stores: list[str], regressor: BoxRegressor, centre: CentreBoxBaseline,
@@ -35,7 +32,7 @@ def predict_test(rows: pd.DataFrame, stores: list[str], regressor: BoxRegressor,
         for method, boxes in predictions.items():
             for k, coordinate in enumerate(("x1", "y1", "x2", "y2")):
                 out[f"{method}_{coordinate}"] = boxes[:, k]
-            out[f"{method}_iou"] = _best_iou(boxes, list(block["gt"]))
+            out[f"{method}_iou"] = fixed_box_ious(boxes, list(block["gt"]))
         blocks.append(out)
     if not blocks:
         raise ValueError("the test split has no image with a map")

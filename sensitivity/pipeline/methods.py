@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from sensitivity.boxes import CentreBoxBaseline, heuristic_boxes
+from sensitivity.map_methods import list_map_methods
 from sensitivity.metrics import (
     accuracy_at,
     best_ious,
@@ -161,6 +162,16 @@ def centre_scores(manifest_path: str | Path, split_path: str | Path, test_rows: 
             **box_scores(ious, test_rows["label"], top1, iou_levels, iou_threshold), "box_ms_per_image": 0.0}
 
 
+def in_method_order(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows sorted by map method in the registry's order (then any other, the centre box last) and by box method,
+    whatever order the config merged the methods in."""
+    methods = [*list_map_methods(), "none"]
+    boxes = [*BOX_METHODS, "centre"]
+    rank = frame["map_method"].map(lambda m: methods.index(m) if m in methods else len(methods) - 0.5)
+    return frame.assign(_map=rank, _box=frame["box_method"].map(boxes.index)).sort_values(
+        ["_map", "_box"], kind="stable").drop(columns=["_map", "_box"]).reset_index(drop=True)
+
+
 #: Accuracy columns, reported in percent.
 ACCURACY = ("gt_known_loc", "top1_loc", "maxboxacc_v2", "maxboxacc_v2_tau_on_test", "corloc")
 
@@ -177,7 +188,7 @@ def methods_table(score_paths: Sequence[str | Path], prediction_paths: Sequence[
     scores = pd.concat([pd.read_csv(path) for path in score_paths], ignore_index=True)
     centre = centre_scores(manifest_path, split_path, pd.read_csv(prediction_paths[0]), fit_split, levels,
                            iou_threshold)
-    table = pd.concat([scores, pd.DataFrame([centre])], ignore_index=True)
+    table = in_method_order(pd.concat([scores, pd.DataFrame([centre])], ignore_index=True))
     for column in (*ACCURACY, *(f"boxacc_{d}" for d in levels)):
         table[column] = 100 * table[column]
     speed = pd.read_csv(speed_path).set_index("path")

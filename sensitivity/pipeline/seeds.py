@@ -12,7 +12,7 @@ import pandas as pd
 
 from sensitivity.pipeline.evaluate import METHODS, evaluate
 from sensitivity.pipeline.fit import fit_regressor
-from sensitivity.pipeline.methods import centre_scores, score_method
+from sensitivity.pipeline.methods import centre_scores, in_method_order, score_method
 from sensitivity.pipeline.split import make_split
 from sensitivity.regress import BoxRegressor
 from sensitivity.pipeline.tables import ALL, AVERAGE, to_markdown
@@ -87,7 +87,7 @@ def methods_seed_study(manifest_path: str | Path, method_stores: dict[str, Seque
             centre = centre_scores(manifest_path, split, pd.read_csv(folder / f"{method}_predictions.csv"), "train",
                                    levels, evaluation["iou_threshold"])
             frames.append(pd.DataFrame([centre]).assign(seed=seed))
-    frame = pd.concat(frames, ignore_index=True)
+    frame = in_method_order(pd.concat(frames, ignore_index=True)).sort_values("seed", kind="stable")
     columns = ["gt_known_loc", "top1_loc", "maxboxacc_v2", "corloc"]
     frame[columns] *= 100
     frame = frame[["seed", "map_method", "box_method", "n_test", *columns]]

@@ -11,7 +11,7 @@ rule evaluate:
         skipped="results/{dataset}_skipped.csv",
         classifier=classifier_table,
         code=code("pipeline/evaluate.py", "pipeline/tables.py", "pipeline/rows.py", "pipeline/classify.py",
-                  "boxes.py"),
+                  "boxes.py", "metrics.py"),
     output:
         predictions="results/{dataset}_predictions.csv",
         table=report("results/{dataset}_corloc.csv", category="CorLoc", labels={"dataset": "{dataset}"}),
@@ -32,7 +32,7 @@ rule split_seeds:
         manifest="results/{dataset}/manifest.csv",
         maps=map_stores,
         code=code("pipeline/seeds.py", "pipeline/split.py", "pipeline/fit.py", "pipeline/evaluate.py",
-                  "pipeline/rows.py", "regress.py", "shape.py", "boxes.py"),
+                  "pipeline/methods.py", "pipeline/rows.py", "regress.py", "shape.py", "boxes.py", "metrics.py"),
     output:
         table="results/{dataset}_seeds.csv",
         markdown="results/{dataset}_seeds.md",
