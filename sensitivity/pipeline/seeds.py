@@ -4,7 +4,7 @@ on the same maps (maps do not depend on the split)."""
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,16 @@ def refit(manifest_path: str | Path, split_path: Path, stores: Sequence[str | Pa
                          iou_threshold=evaluation["iou_threshold"])
 
 
+def seed_splits(manifest_path: str | Path, fractions: Sequence[float], seeds: Sequence[int]) -> Iterator[tuple[int, Path]]:
+    """For each seed, a scratch folder holding that seed's ``split.csv`` (removed after the last seed)."""
+    with tempfile.TemporaryDirectory(prefix="seeds-") as scratch:
+        for seed in seeds:
+            folder = Path(scratch) / str(seed)
+            folder.mkdir()
+            make_split(manifest_path, folder / "split.csv", list(fractions), seed)
+            yield seed, folder
+
+
 def seed_study(manifest_path: str | Path, stores: Sequence[str | Path], fractions: Sequence[float],
                seeds: Sequence[int], regression: dict, evaluation: dict, table_csv: str | Path,
                table_md: str | Path, title: str = "") -> pd.DataFrame:
@@ -34,21 +44,17 @@ def seed_study(manifest_path: str | Path, stores: Sequence[str | Path], fraction
     on that seed's test split, with the box model chosen on that seed's val split, as the workflow does."""
     heuristic = evaluation["heuristic"]
     rows = []
-    with tempfile.TemporaryDirectory(prefix="seeds-") as scratch:
-        for seed in seeds:
-            folder = Path(scratch) / str(seed)
-            folder.mkdir()
-            make_split(manifest_path, folder / "split.csv", list(fractions), seed)
-            model = refit(manifest_path, folder / "split.csv", stores, folder / "regressor", regression, evaluation)
-            table = evaluate(manifest_path, folder / "split.csv", list(stores), folder / "regressor.npz",
-                             folder / "predictions.csv", folder / "corloc.csv", folder / "corloc.md",
-                             sigma=heuristic["sigma"], fraction=heuristic["fraction"],
-                             iou_threshold=evaluation["iou_threshold"]).set_index("class")
-            row = {"seed": str(seed), "n_test": int(table.loc[ALL, "n_images"]), "box_model": model.features}
-            for method in METHODS:
-                row[f"average_{method}"] = table.loc[AVERAGE, f"corloc_{method}"]
-                row[f"all_{method}"] = table.loc[ALL, f"corloc_{method}"]
-            rows.append(row)
+    for seed, folder in seed_splits(manifest_path, fractions, seeds):
+        model = refit(manifest_path, folder / "split.csv", stores, folder / "regressor", regression, evaluation)
+        table = evaluate(manifest_path, folder / "split.csv", list(stores), folder / "regressor.npz",
+                         folder / "predictions.csv", folder / "corloc.csv", folder / "corloc.md",
+                         sigma=heuristic["sigma"], fraction=heuristic["fraction"],
+                         iou_threshold=evaluation["iou_threshold"]).set_index("class")
+        row = {"seed": str(seed), "n_test": int(table.loc[ALL, "n_images"]), "box_model": model.features}
+        for method in METHODS:
+            row[f"average_{method}"] = table.loc[AVERAGE, f"corloc_{method}"]
+            row[f"all_{method}"] = table.loc[ALL, f"corloc_{method}"]
+        rows.append(row)
     frame = pd.DataFrame(rows)
     numbers = [c for c in frame.columns if c.startswith(("average_", "all_"))]
     summary = [{"seed": name, **getattr(frame[numbers], name)().to_dict()} for name in ("mean", "std")]
@@ -71,22 +77,18 @@ def methods_seed_study(manifest_path: str | Path, method_stores: dict[str, Seque
     on the same maps; the CSV has one row per seed, map method and box method, the Markdown mean ± std."""
     levels = comparison["iou_levels"]
     frames = []
-    with tempfile.TemporaryDirectory(prefix="methods-seeds-") as scratch:
-        for seed in seeds:
-            folder = Path(scratch) / str(seed)
-            folder.mkdir()
-            split = folder / "split.csv"
-            make_split(manifest_path, split, list(fractions), seed)
-            for method, stores in method_stores.items():
-                refit(manifest_path, split, stores, folder / method, regression, evaluation)
-                scores = score_method(manifest_path, split, list(stores), folder / f"{method}.npz",
-                                      folder / f"{method}.csv", folder / f"{method}_predictions.csv", method,
-                                      comparison["thresholds"], levels, **evaluation["heuristic"],
-                                      iou_threshold=evaluation["iou_threshold"], synset_mapping=synset_mapping)
-                frames.append(scores.assign(seed=seed))
-            centre = centre_scores(manifest_path, split, pd.read_csv(folder / f"{method}_predictions.csv"), "train",
-                                   levels, evaluation["iou_threshold"])
-            frames.append(pd.DataFrame([centre]).assign(seed=seed))
+    for seed, folder in seed_splits(manifest_path, fractions, seeds):
+        split = folder / "split.csv"
+        for method, stores in method_stores.items():
+            refit(manifest_path, split, stores, folder / method, regression, evaluation)
+            scores = score_method(manifest_path, split, list(stores), folder / f"{method}.npz",
+                                  folder / f"{method}.csv", folder / f"{method}_predictions.csv", method,
+                                  comparison["thresholds"], levels, **evaluation["heuristic"],
+                                  iou_threshold=evaluation["iou_threshold"], synset_mapping=synset_mapping)
+            frames.append(scores.assign(seed=seed))
+        centre = centre_scores(manifest_path, split, pd.read_csv(folder / f"{method}_predictions.csv"), "train",
+                               levels, evaluation["iou_threshold"])
+        frames.append(pd.DataFrame([centre]).assign(seed=seed))
     frame = in_method_order(pd.concat(frames, ignore_index=True)).sort_values("seed", kind="stable")
     columns = ["gt_known_loc", "top1_loc", "maxboxacc_v2", "corloc"]
     frame[columns] *= 100
