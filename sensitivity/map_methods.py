@@ -37,7 +37,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from sensitivity.maps import (
@@ -51,6 +50,7 @@ from sensitivity.maps import (
     aggregate_channels,
     grad_cam,
     input_gradient,
+    resize_attention,
     sensitivity,
 )
 from sensitivity.models import LoadedModel
@@ -186,11 +186,6 @@ def _clean_pass(network: nn.Module, images: torch.Tensor, target: Target, classe
     return _CleanPass(activations, None if chosen is None else chosen.detach(), logits.detach(), attention)
 
 
-def _upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear (N, h, w) → (N, H, W) float32, pixel centres aligned as in image resizing."""
-    return F.interpolate(maps[:, None].float(), size=size, mode="bilinear", align_corners=False)[:, 0]
-
-
 # --- the methods -----------------------------------------------------------------------------------
 
 
@@ -307,7 +302,7 @@ def gradcam_map(model, images, target, aggregate, classes, amp_dtype, with_atten
     head's backward only (``aggregate`` does not apply)."""
     network = _split_network(model, "gradcam")
     clean = _clean_pass(network, _layout(model, images), target, classes, amp_dtype, with_attention=True)
-    return Sensitivity(_upsample(clean.attention, images.shape[-2:]), clean.classes, clean.logits, None)
+    return Sensitivity(resize_attention(clean.attention, images.shape[-1]).float(), clean.classes, clean.logits, None)
 
 
 def linear_head_weights(head: nn.Module) -> nn.Linear:
@@ -336,4 +331,4 @@ def cam_map(model, images, target, aggregate, classes, amp_dtype, with_attention
         maps = torch.einsum("nk,nkhw->nhw", weights, activations)
     else:
         maps = activations.mean(dim=1)
-    return Sensitivity(_upsample(maps, images.shape[-2:]), clean.classes, clean.logits, None)
+    return Sensitivity(resize_attention(maps, images.shape[-1]).float(), clean.classes, clean.logits, None)

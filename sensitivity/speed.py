@@ -108,6 +108,21 @@ def load_batch(paths: Iterable[str | Path], model: LoadedModel, batch_size: int,
     return torch.stack(batch).to(device)
 
 
+def forward_stage(model: LoadedModel, images: torch.Tensor,
+                  amp_dtype: torch.dtype | None = None) -> Callable[[], torch.Tensor]:
+    """The classification the maps are measured against: the network under ``torch.inference_mode`` (and
+    autocast to ``amp_dtype``) on ``images`` in the layout the maps get them."""
+    forward_images = model.layout(images)
+
+    def forward() -> torch.Tensor:
+        with torch.inference_mode(), contextlib.ExitStack() as stack:
+            if amp_dtype is not None:
+                stack.enter_context(torch.autocast(images.device.type, dtype=amp_dtype))
+            return model.network(forward_images)
+
+    return forward
+
+
 def map_paths(model: LoadedModel, images: torch.Tensor, aggregate: str, box_target: str,
               regressor=None, amp_dtype: torch.dtype | None = None) -> dict[str, Callable[[], object]]:
     """The timed stages: ``forward`` (the classification), ``class map``, ``gestalt map``, ``<target> map +
@@ -115,23 +130,11 @@ def map_paths(model: LoadedModel, images: torch.Tensor, aggregate: str, box_targ
     fitted :class:`~sensitivity.regress.BoxRegressor`, ``image → box`` (what ``sensitivity localize`` does:
     the map of the regressor's map method, and the attention map for a shape regressor, then its boxes),
     each a no-argument callable on ``images``."""
-    network = model.network
-    device = images.device
-
-    def autocast() -> contextlib.AbstractContextManager:
-        return torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext()
-
-    forward_images = model.layout(images)  # as the maps get them
-
-    def forward() -> torch.Tensor:
-        with torch.inference_mode(), autocast():
-            return network(forward_images)
-
     def map_of(target: str, extras: bool = False) -> Callable[[], torch.Tensor]:
         return lambda: sensitivity(model, images, target, aggregate, amp_dtype=amp_dtype, with_logits=extras,
                                    with_attention=extras).maps
 
-    stages = {FORWARD: forward, "class map": map_of("class"), "gestalt map": map_of("gestalt"),
+    stages = {FORWARD: forward_stage(model, images, amp_dtype), "class map": map_of("class"), "gestalt map": map_of("gestalt"),
               f"{box_target} map + Grad-CAM": map_of(box_target, extras=True)}
     if regressor is not None:
         options = map_options(regressor, model=model.name, target=box_target, aggregate=aggregate)
@@ -211,19 +214,13 @@ def method_speed_table(manifest_path: str | Path, output_path: str | Path, model
 
     loaded, images = _timing_setup(manifest_path, model, batch_size, device, threads)
     amp_dtype = AMP_DTYPES[amp]
-    network, forward_images = loaded.network, loaded.layout(images)
-
-    def forward() -> torch.Tensor:
-        with torch.inference_mode(), contextlib.ExitStack() as stack:
-            if amp_dtype is not None:
-                stack.enter_context(torch.autocast(images.device.type, dtype=amp_dtype))
-            return network(forward_images)
 
     def method_map(name: str, settings: Mapping[str, object]) -> Callable[[], torch.Tensor]:
         return lambda: compute_maps(loaded, images, name, settings, target, aggregate, amp_dtype=amp_dtype,
                                     with_attention=True).maps
 
-    stages = {FORWARD: forward} | {name: method_map(name, settings) for name, settings in methods.items()}
+    stages = {FORWARD: forward_stage(loaded, images, amp_dtype)} | {name: method_map(name, settings)
+                                                                   for name, settings in methods.items()}
     load_before = _load_average()
     times = time_interleaved(stages, images.device, warmup, repeats, rotate=True)
     table = pd.DataFrame(summarise(times, len(images))).rename(columns={"stage": "path"})
