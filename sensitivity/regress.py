@@ -24,6 +24,7 @@ import json
 import warnings
 import zipfile
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from os import PathLike
 from typing import Any
 
@@ -44,15 +45,44 @@ SOLVERS = ("ridge", "sgd")
 NORMALIZATIONS = ("none", "max", "sum", "rank", "log")
 TARGETS = ("corners", "centre_size", "centre_logsize")
 FEATURES = ("pooled", "shape")
-FORMAT_VERSION = 2  # 2 adds n_channels (version 1 files: one channel, or none for flat features)
+FORMAT_VERSION = 3  # 2 adds n_channels (version 1: one channel, or none for flat features); 3 adds n_embedding
 MAX_GRAM_BYTES = 4 * 2**30
 MIN_LOG_SIZE = 1e-4  # widths/heights are floored here before taking logs
 
 _SAVED_KEYS = ("format_version", "params", "coef", "intercept", "map_shape", "n_samples_seen")
 
 
-def _as_array(X: ArrayLike | torch.Tensor) -> np.ndarray:
-    """A numpy view of an array-like or (any-device) torch tensor."""
+@dataclass(frozen=True)
+class MapStack:
+    """Maps (N, H, W) or map stacks (N, C, H, W) with the classifier's embedding of each image (N, D): the
+    spatial mean of its last convolutional block (:attr:`sensitivity.maps.Sensitivity.embedding`)."""
+
+    maps: np.ndarray
+    embedding: np.ndarray
+
+    def __post_init__(self) -> None:
+        if self.embedding.ndim != 2 or len(self.embedding) != len(self.maps):
+            raise ValueError(f"embedding must be ({len(self.maps)}, D), got shape {self.embedding.shape}")
+
+    def __len__(self) -> int:
+        return len(self.maps)
+
+    def __getitem__(self, rows) -> MapStack:
+        return MapStack(self.maps[rows], self.embedding[rows])
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.maps.shape
+
+    @property
+    def ndim(self) -> int:
+        return self.maps.ndim
+
+
+def _as_array(X: ArrayLike | torch.Tensor | MapStack) -> np.ndarray | MapStack:
+    """A numpy view of an array-like or (any-device) torch tensor; a :class:`MapStack` as it is."""
+    if isinstance(X, MapStack):
+        return MapStack(np.asarray(X.maps), np.asarray(X.embedding))
     if isinstance(X, torch.Tensor):
         return X.detach().cpu().numpy()
     return np.asarray(X)
@@ -104,19 +134,25 @@ def map_features(X: ArrayLike | torch.Tensor, pool: int | None = 28, normalize: 
     return np.log1p(feats) if normalize == "log" else feats
 
 
-def regression_features(X: np.ndarray, features: str, pool: int | None, normalize: str) -> np.ndarray:
+def regression_features(X: np.ndarray | MapStack, features: str, pool: int | None, normalize: str,
+                        embedding: bool = False) -> np.ndarray:
     """Features (N, M) of maps (N, H, W), map stacks (N, C, H, W) or flat features (N, M).
 
     ``"pooled"``: :func:`map_features` of the (first channel's) map. ``"shape"``:
-    :func:`~sensitivity.shape.shape_descriptors` of every channel, concatenated.
+    :func:`~sensitivity.shape.shape_descriptors` of every channel, concatenated, then with ``embedding``
+    the classifier's embedding of a :class:`MapStack`.
     """
+    maps = X.maps if isinstance(X, MapStack) else X
+    if embedding and not (features == "shape" and isinstance(X, MapStack)):
+        raise ValueError("embedding features need features='shape' and maps given as a MapStack with embeddings")
     if features == "pooled":
-        return map_features(X[:, 0] if X.ndim == 4 else X, pool, normalize)
+        return map_features(maps[:, 0] if maps.ndim == 4 else maps, pool, normalize)
     if features == "shape":
-        if X.ndim not in (3, 4):
-            raise ValueError(f"features='shape' needs maps (N, H, W) or (N, C, H, W), got shape {X.shape}")
-        channels = X[:, None] if X.ndim == 3 else X
-        return np.hstack([shape_descriptors(channels[:, c]) for c in range(channels.shape[1])])
+        if maps.ndim not in (3, 4):
+            raise ValueError(f"features='shape' needs maps (N, H, W) or (N, C, H, W), got shape {maps.shape}")
+        channels = maps[:, None] if maps.ndim == 3 else maps
+        parts = [shape_descriptors(channels[:, c]) for c in range(channels.shape[1])]
+        return np.hstack(parts + ([np.asarray(X.embedding, dtype=np.float64)] if embedding else []))
     raise ValueError(f"features must be one of {FEATURES}, got {features!r}")
 
 
@@ -180,31 +216,54 @@ class NormalEquations:
         self.sxx += Xc.T @ Xc
         self.sxy += Xc.T @ Yc
 
-    def solve(self, alpha: float, standardize: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    def solve(self, alpha: float, standardize: bool = False,
+              components: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Ridge solution with unpenalised intercept: ``coef`` (K, M) and ``intercept`` (K,).
 
         The centred system ``(Cxx + alpha D) W = Cxy`` is solved by Cholesky, or by least
         squares (minimum norm) when it is singular or ill-conditioned. ``D`` is the identity, or
         with ``standardize`` each feature's variance (1 for a constant feature): exactly ridge on
         features standardised to unit variance, as scikit-learn's ``StandardScaler`` + ``Ridge``.
+        ``components=(start, k)`` first replaces the features from column ``start`` on by their
+        ``k`` principal components (as scikit-learn's ``PCA`` on those columns, then the ridge); the
+        coefficients returned still apply to all M original features.
         """
         if self.n == 0:
             raise ValueError("no samples to fit: the batches were empty")
         mx, my = self.sx / self.n, self.sy / self.n
         centred = self.sxx - self.n * np.outer(mx, mx)
-        penalty = np.ones(len(mx))
-        if standardize:
-            variance = np.diag(centred) / self.n
-            penalty = np.where(variance > 0, variance, 1.0)
-        cxx = centred + alpha * np.diag(penalty)
         cxy = self.sxy - self.n * np.outer(mx, my)
+        basis = self._basis(centred, components)
+        reduced, reduced_xy = basis.T @ centred @ basis, basis.T @ cxy
+        penalty = np.ones(len(reduced))
+        if standardize:
+            variance = np.diag(reduced) / self.n
+            penalty = np.where(variance > 0, variance, 1.0)
         with warnings.catch_warnings():
             warnings.simplefilter("error", scipy.linalg.LinAlgWarning)
             try:
-                W = scipy.linalg.solve(cxx, cxy, assume_a="pos")
+                W = scipy.linalg.solve(reduced + alpha * np.diag(penalty), reduced_xy, assume_a="pos")
             except (np.linalg.LinAlgError, scipy.linalg.LinAlgWarning):
-                W = scipy.linalg.lstsq(cxx, cxy)[0]
+                W = scipy.linalg.lstsq(reduced + alpha * np.diag(penalty), reduced_xy)[0]
+        W = basis @ W
         return W.T, (self.y0 + my) - (self.x0 + mx) @ W
+
+    @staticmethod
+    def _basis(centred: np.ndarray, components: tuple[int, int] | None) -> np.ndarray:
+        """(M, M') map from the kept features to the original ones: the identity, or the identity on the
+        first ``start`` features and the top ``k`` eigenvectors of the rest's covariance."""
+        m = len(centred)
+        if components is None:
+            return np.eye(m)
+        start, k = components
+        if not (0 <= start < m and 1 <= k <= m - start):
+            raise ValueError(f"components={components}: need 0 <= start < {m} and 1 <= k <= {m} - start")
+        values, vectors = np.linalg.eigh(centred[start:, start:])
+        top = vectors[:, np.argsort(values)[::-1][:k]]
+        basis = np.zeros((m, start + k))
+        basis[:start, :start] = np.eye(start)
+        basis[start:, start:] = top
+        return basis
 
 
 def ridge_streaming(
@@ -271,7 +330,7 @@ def sgd_regression(
     return coef.T, y_mean + b64 - mu @ coef
 
 
-def _check_xy(X: ArrayLike | torch.Tensor, y: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+def _check_xy(X: ArrayLike | torch.Tensor | MapStack, y: ArrayLike) -> tuple[np.ndarray | MapStack, np.ndarray]:
     """Validate one batch: maps (N, H, W), map stacks (N, C, H, W) or features (N, M), and boxes (N, 4)
     in [0, 1], ordered."""
     X_arr, y_arr = _as_array(X), np.asarray(y, dtype=np.float64)
@@ -282,7 +341,8 @@ def _check_xy(X: ArrayLike | torch.Tensor, y: ArrayLike) -> tuple[np.ndarray, np
         raise ValueError(
             f"y must be boxes of shape ({len(X_arr)}, 4) for X of shape {X_arr.shape}, got {y_arr.shape}"
         )
-    if not np.all(np.isfinite(X_arr)):
+    values = (X_arr.maps, X_arr.embedding) if isinstance(X_arr, MapStack) else (X_arr,)
+    if not all(np.all(np.isfinite(v)) for v in values):
         raise ValueError("X contains NaN or infinite values")
     bad = ~np.isfinite(y_arr).all(axis=1) | (y_arr < 0).any(axis=1) | (y_arr > 1).any(axis=1)
     bad |= (y_arr[:, 2] < y_arr[:, 0]) | (y_arr[:, 3] < y_arr[:, 1])
@@ -298,11 +358,13 @@ def _check_xy(X: ArrayLike | torch.Tensor, y: ArrayLike) -> tuple[np.ndarray, np
 class _PreparedBatches:
     """Iterates ``(features, encoded boxes)`` from ``(maps, boxes)`` batches, recording shape and count."""
 
-    def __init__(self, batches: Iterable, pool: int | None, normalize: str, target: str, features: str) -> None:
+    def __init__(self, batches: Iterable, pool: int | None, normalize: str, target: str, features: str,
+                 embedding: bool = False) -> None:
         self.batches, self.pool, self.normalize, self.target = batches, pool, normalize, target
-        self.features = features
+        self.features, self.embedding = features, embedding
         self.shape: tuple[int, ...] = ()
         self.n = 0
+        self.n_embedding = 0
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         for X_b, y_b in self.batches:
@@ -312,7 +374,9 @@ class _PreparedBatches:
             elif X_arr.shape[1:] != self.shape:
                 raise ValueError(f"all batches need maps of shape {self.shape}, got {X_arr.shape[1:]}")
             self.n += len(X_arr)
-            yield (regression_features(X_arr, self.features, self.pool, self.normalize),
+            if self.embedding:
+                self.n_embedding = X_arr.embedding.shape[1]
+            yield (regression_features(X_arr, self.features, self.pool, self.normalize, self.embedding),
                    encode_boxes(y_arr, self.target))
 
 
@@ -336,6 +400,10 @@ class BoxRegressor(RegressorMixin, BaseEstimator):
     lr, lr_step, max_iter : SGD learning rate, divided by 10 every ``lr_step`` steps, for ``max_iter`` steps.
     device : torch device for SGD ("cpu", "cuda").
     random_state : seed of the SGD minibatch draws.
+    embedding_components : with ``features="shape"``, also regress on this many principal components of
+        the classifier's embedding of each image (maps given as :class:`MapStack`; 0: none). The network
+        knows what the object is, hence its usual size and shape. The fitted map stays linear in the
+        descriptors and the whole embedding.
 
     Attributes
     ----------
@@ -345,6 +413,7 @@ class BoxRegressor(RegressorMixin, BaseEstimator):
     map_shape_ : (H, W) of the maps seen at fit, or None when fitted on flat features.
     n_channels_ : C, map channels seen at fit (1 for (N, H, W) maps, 0 for flat features).
     n_samples_seen_ : number of training images.
+    n_embedding_ : D, the embedding's dimension the model uses (0 without embedding features).
     provenance_ : how the training maps were made (model, target, aggregate, map method, ...), when the
         fit stage set it (:func:`sensitivity.store.map_provenance`); saved and loaded with the weights.
     """
@@ -363,6 +432,7 @@ class BoxRegressor(RegressorMixin, BaseEstimator):
         max_iter: int = 30_000,
         device: str = "cpu",
         random_state: int | None = 0,
+        embedding_components: int = 0,
     ) -> None:
         self.solver = solver
         self.alpha = alpha
@@ -376,6 +446,7 @@ class BoxRegressor(RegressorMixin, BaseEstimator):
         self.max_iter = max_iter
         self.device = device
         self.random_state = random_state
+        self.embedding_components = embedding_components
 
     def __sklearn_tags__(self) -> Tags:
         tags = super().__sklearn_tags__()
@@ -401,6 +472,10 @@ class BoxRegressor(RegressorMixin, BaseEstimator):
             raise ValueError(f"lr must be > 0, got {self.lr!r}")
         if self.features == "shape" and self.solver != "ridge":
             raise ValueError("features='shape' needs solver='ridge' (standardised ridge)")
+        if not isinstance(self.embedding_components, int | np.integer) or self.embedding_components < 0:
+            raise ValueError(f"embedding_components must be an integer >= 0, got {self.embedding_components!r}")
+        if self.embedding_components and self.features != "shape":
+            raise ValueError("embedding_components needs features='shape'")
 
     def _chunks(
         self, X: np.ndarray, y: np.ndarray | None = None
@@ -423,9 +498,12 @@ class BoxRegressor(RegressorMixin, BaseEstimator):
         batches are concatenated in memory first.
         """
         self._validate_params()
-        prepared = _PreparedBatches(batches, self.pool, self.normalize, self.target, self.features)
+        prepared = self._prepared(batches)
         if self.solver == "ridge":
-            coef, intercept = ridge_streaming(prepared, self.alpha, standardize=self.features == "shape")
+            equations = NormalEquations()
+            for X_b, y_b in prepared:
+                equations.add(X_b, y_b)
+            coef, intercept = self._solve(equations, self.alpha, prepared)
         else:
             parts = list(prepared)
             if not parts:
@@ -453,7 +531,7 @@ class BoxRegressor(RegressorMixin, BaseEstimator):
         self._validate_params()
         if self.solver != "ridge":
             raise ValueError("fit_alpha_path needs solver='ridge'")
-        prepared = _PreparedBatches(batches, self.pool, self.normalize, self.target, self.features)
+        prepared = self._prepared(batches)
         equations = NormalEquations()
         for X_b, y_b in prepared:
             equations.add(X_b, y_b)
@@ -461,8 +539,23 @@ class BoxRegressor(RegressorMixin, BaseEstimator):
         for alpha in alphas:
             model = clone(self).set_params(alpha=alpha)
             model._validate_params()
-            fitted.append(model._set_solution(*equations.solve(alpha, self.features == "shape"), prepared))
+            fitted.append(model._set_solution(*self._solve(equations, alpha, prepared), prepared))
         return fitted
+
+    def _prepared(self, batches: Iterable) -> _PreparedBatches:
+        return _PreparedBatches(batches, self.pool, self.normalize, self.target, self.features,
+                                embedding=self.embedding_components > 0)
+
+    def _solve(self, equations: NormalEquations, alpha: float,
+               prepared: _PreparedBatches) -> tuple[np.ndarray, np.ndarray]:
+        """The ridge solution; the embedding's columns (last) reduced to their principal components."""
+        components = None
+        if self.embedding_components:
+            if self.embedding_components > prepared.n_embedding:
+                raise ValueError(f"embedding_components={self.embedding_components} exceeds the embedding's "
+                                 f"{prepared.n_embedding} dimensions")
+            components = (len(equations.sx) - prepared.n_embedding, self.embedding_components)
+        return equations.solve(alpha, self.features == "shape", components)
 
     def _set_solution(self, coef: np.ndarray, intercept: np.ndarray, prepared: _PreparedBatches) -> BoxRegressor:
         self.coef_, self.intercept_ = coef, intercept
@@ -470,6 +563,7 @@ class BoxRegressor(RegressorMixin, BaseEstimator):
         self.map_shape_ = tuple(prepared.shape[-2:]) if len(prepared.shape) >= 2 else None
         self.n_channels_ = prepared.shape[0] if len(prepared.shape) == 3 else len(prepared.shape) - 1
         self.n_samples_seen_ = prepared.n
+        self.n_embedding_ = prepared.n_embedding
         return self
 
     def predict(self, X: ArrayLike | torch.Tensor) -> np.ndarray:
@@ -483,11 +577,14 @@ class BoxRegressor(RegressorMixin, BaseEstimator):
 
     def feature_settings(self) -> tuple:
         """The settings that decide :meth:`transform_features` (models sharing them share features)."""
-        return (self.features,) if self.features == "shape" else (self.features, self.pool, self.normalize)
+        if self.features == "shape":
+            return (self.features, self.embedding_components > 0)
+        return (self.features, self.pool, self.normalize)
 
     def transform_features(self, X: ArrayLike | torch.Tensor) -> np.ndarray:
         """The regression features (N, M) of maps, map stacks or flat features."""
-        return regression_features(_as_array(X), self.features, self.pool, self.normalize)
+        return regression_features(_as_array(X), self.features, self.pool, self.normalize,
+                                   self.embedding_components > 0)
 
     def predict_features(self, features: np.ndarray) -> np.ndarray:
         """Boxes (N, 4) from features made by :meth:`transform_features`."""
@@ -515,6 +612,7 @@ class BoxRegressor(RegressorMixin, BaseEstimator):
                 map_shape=np.asarray(self.map_shape_ or (), dtype=np.int64),
                 n_samples_seen=self.n_samples_seen_,
                 n_channels=self.n_channels_,
+                n_embedding=self.n_embedding_,
                 provenance=json.dumps(getattr(self, "provenance_", None)),
             )
 
@@ -529,6 +627,7 @@ class BoxRegressor(RegressorMixin, BaseEstimator):
             with data:
                 saved = {key: data[key] for key in _SAVED_KEYS}
                 n_channels = int(data["n_channels"]) if "n_channels" in data else None
+                n_embedding = int(data["n_embedding"]) if "n_embedding" in data else 0
                 provenance = json.loads(str(data["provenance"])) if "provenance" in data else None
         except FileNotFoundError as exc:
             raise FileNotFoundError(f"{path}: no such file; expected {expected}") from exc
@@ -547,6 +646,7 @@ class BoxRegressor(RegressorMixin, BaseEstimator):
         model.map_shape_ = tuple(int(s) for s in saved["map_shape"]) or None
         model.n_samples_seen_ = int(saved["n_samples_seen"])
         model.n_channels_ = n_channels if n_channels is not None else int(model.map_shape_ is not None)
+        model.n_embedding_ = n_embedding
         if provenance is not None:
             model.provenance_ = provenance
         return model

@@ -363,6 +363,32 @@ def test_standardised_normal_equations_equal_standard_scaler_then_ridge() -> Non
     assert not np.allclose(equations.solve(300.0)[0], equations.solve(300.0, standardize=True)[0])
 
 
+def test_principal_components_of_trailing_features_equal_pca_then_standardised_ridge() -> None:
+    from sklearn.decomposition import PCA
+    from sklearn.linear_model import Ridge
+    from sklearn.preprocessing import StandardScaler
+
+    from sensitivity.regress import NormalEquations
+
+    rng = np.random.default_rng(5)
+    shape = rng.normal(size=(400, 3)) * np.array([0.1, 1.0, 20.0])
+    embedding = rng.normal(size=(400, 4)) @ rng.normal(size=(4, 12)) + rng.normal(size=(400, 12)) * 0.05 + 3.0
+    X = np.hstack([shape, embedding])
+    Y = X @ rng.normal(size=(15, 4)) * 0.1 + rng.normal(size=(400, 4)) * 0.1
+    equations = NormalEquations()
+    for start in range(0, 400, 90):
+        equations.add(X[start:start + 90], Y[start:start + 90])
+    for k, alpha in ((2, 0.5), (4, 30.0), (7, 300.0)):
+        coef, intercept = equations.solve(alpha, standardize=True, components=(3, k))
+        reduced = np.hstack([shape, PCA(k).fit(embedding).transform(embedding)])
+        scaler = StandardScaler().fit(reduced)
+        reference = Ridge(alpha=alpha).fit(scaler.transform(reduced), Y).predict(scaler.transform(reduced))
+        np.testing.assert_allclose(X @ coef.T + intercept, reference, atol=1e-7)
+    assert coef.shape == (4, 15)
+    with pytest.raises(ValueError, match="components"):
+        equations.solve(1.0, components=(3, 13))
+
+
 def test_shape_features_use_every_channel_and_round_trip(tmp_path) -> None:
     from sensitivity.shape import N_DESCRIPTORS
 
@@ -386,6 +412,42 @@ def test_shape_features_use_every_channel_and_round_trip(tmp_path) -> None:
     np.testing.assert_allclose(pooled.predict(stacks), BoxRegressor(pool=4).fit(stacks[:, 0], boxes).predict(stacks[:, 0]))
     with pytest.raises(ValueError, match="solver='ridge'"):
         BoxRegressor(features="shape", solver="sgd").fit(stacks, boxes)
+
+
+def test_embedding_components_equal_pca_of_the_embedding_beside_the_descriptors(tmp_path) -> None:
+    from sklearn.decomposition import PCA
+    from sklearn.linear_model import Ridge
+    from sklearn.preprocessing import StandardScaler
+
+    from sensitivity.regress import MapStack, decode_boxes, regression_features
+
+    rng = np.random.default_rng(4)
+    boxes = np.sort(rng.uniform(0, 1, (120, 2, 2)), axis=1).transpose(0, 2, 1).reshape(120, 4)[:, [0, 2, 1, 3]]
+    maps = rng.uniform(size=(120, 2, 12, 12))
+    # an embedding that knows the box, through 4 of its 20 dimensions' directions
+    embedding = boxes @ rng.normal(size=(4, 20))
+    embedding += rng.normal(size=(120, 20)) * 0.01
+    X = MapStack(maps, embedding)
+    model = BoxRegressor(features="shape", alpha=5.0, embedding_components=4, batch_size=50).fit(X, boxes)
+    descriptors = regression_features(maps, "shape", None, "none")
+    reduced = np.hstack([descriptors, PCA(4).fit(embedding).transform(embedding)])
+    scaler = StandardScaler().fit(reduced)
+    expected = decode_boxes(Ridge(alpha=5.0).fit(scaler.transform(reduced), boxes).predict(scaler.transform(reduced)),
+                            "corners")
+    np.testing.assert_allclose(model.predict(X), expected, atol=1e-8)
+    assert model.n_embedding_ == 20 and model.n_features_in_ == descriptors.shape[1] + 20
+    without = BoxRegressor(features="shape", alpha=5.0).fit(maps, boxes)
+    assert model.score(X, boxes) > 0.8 > 0.2 > without.score(maps, boxes)
+    model.save(tmp_path / "m.npz")
+    loaded = BoxRegressor.load(tmp_path / "m.npz")
+    assert loaded.n_embedding_ == 20 and loaded.embedding_components == 4
+    np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
+    with pytest.raises(ValueError, match="MapStack"):
+        model.predict(maps)
+    with pytest.raises(ValueError, match="exceeds"):
+        BoxRegressor(features="shape", embedding_components=21).fit(X, boxes)
+    with pytest.raises(ValueError, match="features='shape'"):
+        BoxRegressor(embedding_components=2).fit(X, boxes)
 
 
 def test_version_1_files_load_as_one_channel(tmp_path) -> None:
