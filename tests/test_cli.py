@@ -161,9 +161,14 @@ def test_bad_files_are_reported_and_skipped(tmp_path):
     assert errors[1].startswith(f"error: {empty}: ") and "empty" in errors[1]
     assert errors[2] == f"error: {missing}: file not found"
     assert [line.split("\t")[0] for line in stdout.splitlines()] == [str(KANGAROOS[0]), str(RACCOON)]
-    rows = read_rows(out_dir)
-    assert [r["path"] for r in rows] == [str(KANGAROOS[0]), str(RACCOON)]
-    for row in rows:
+    assert f"3 of 5 inputs failed (rows with an error in {out_dir / 'boxes.csv'})" in stderr
+    rows = read_rows(out_dir)  # every input, in input order, the failures with their error only
+    assert [r["path"] for r in rows] == argv[1:6]
+    for row, error in zip([rows[0], rows[2], rows[3]], errors):
+        assert error == f"error: {row['path']}: {row['error']}"
+        assert all(row[k] == "" for k in cli.LOCALIZE_COLUMNS if k not in ("path", "error")), row
+    for row in (rows[1], rows[4]):
+        assert row["error"] == ""
         check_row(row, out_dir)
     assert not (out_dir / "truncated.png").exists() and not (out_dir / "empty.png").exists()
 
@@ -309,24 +314,27 @@ def test_unknown_model_and_bad_weights_exit_2(tmp_path):
 
 
 def test_cli_defaults_match_the_library():
-    from sensitivity import localize
+    from sensitivity import images, localize
 
     assert (cli.DEFAULT_SIGMA, cli.DEFAULT_FRACTION) == (localize.DEFAULT_SIGMA, localize.DEFAULT_FRACTION)
     assert cli.IMAGE_SUFFIXES == localize.IMAGE_SUFFIXES
+    assert cli.DEFAULT_MAX_PIXELS == images.MAX_PIXELS
     assert (cli.MAP_DEFAULTS, cli.BOXES) == (localize.MAP_DEFAULTS, localize.BOXES)
 
 
 def test_expand_image_paths(tmp_path):
-    from sensitivity.localize import expand_image_paths
+    from sensitivity.localize import EMPTY_FOLDER, Failure, expand_image_paths
 
     for name in ("b.JPG", "a.png", "c.jpeg", "notes.txt", ".hidden.jpg", "sub/d.jpg", ".cache/e.jpg"):
         (tmp_path / "photos" / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / "photos" / name).write_bytes(b"x")
     (tmp_path / "empty").mkdir()
     photos = tmp_path / "photos"
-    found, empty = expand_image_paths([photos, "x.gif", tmp_path / "empty"])
-    assert found == [str(photos / n) for n in ("a.png", "b.JPG", "c.jpeg")] + ["x.gif"]
-    assert empty == [str(tmp_path / "empty")]
+    missing = [str(tmp_path / "gone") + os.sep, str(tmp_path / "gone"), str(tmp_path / "gone.jpg")]
+    found, failed = expand_image_paths([photos, "x.gif", tmp_path / "empty", *missing])
+    assert found == [str(photos / n) for n in ("a.png", "b.JPG", "c.jpeg")] + ["x.gif", missing[2]]
+    assert failed == [Failure(str(tmp_path / "empty"), EMPTY_FOLDER), Failure(missing[0], "no such folder"),
+                      Failure(missing[1], "no such file or folder")]
     found, _ = expand_image_paths([photos], recursive=True)
     assert found == [str(photos / n) for n in ("a.png", "b.JPG", "c.jpeg", "sub/d.jpg")]
 
@@ -409,9 +417,48 @@ def test_folder_without_images_is_reported(tmp_path):
     assert f"error: {tmp_path / 'empty'}: folder holds no image file" in stderr and "1 of 2 inputs failed" in stderr
     assert stdout.startswith(f"{RACCOON}\t")
     with open(out_csv, newline="", encoding="utf-8") as fh:
-        assert [r["path"] for r in csv.DictReader(fh)] == [str(RACCOON)]
+        rows = [(r["path"], r["error"]) for r in csv.DictReader(fh)]
+    assert rows == [(str(tmp_path / "empty"), "folder holds no image file (sub-folders are read with --recursive)"),
+                    (str(RACCOON), "")]
     code, _, stderr = run(["localize", str(RACCOON), "--boxes-csv", str(tmp_path)])
     assert code == 2 and "is a folder" in stderr
+
+
+def test_missing_folder_and_too_large_image_are_failures(tmp_path):
+    """A folder that does not exist is "no such folder"; --max-pixels refuses larger images (00013.jpg:
+    600x451 = 270600 pixels); both are rows of the CSV, and the smaller image is still localized."""
+    out_csv = tmp_path / "boxes.csv"
+    missing = str(tmp_path / "no_photos") + os.sep
+    code, stdout, stderr = run(["localize", missing, str(KANGAROOS[0]), str(RACCOON), "--max-pixels", "270599",
+                                "--boxes-csv", str(out_csv)])
+    assert code == 1
+    assert [line.split("\t")[0] for line in stdout.splitlines()] == [str(RACCOON)]
+    with open(out_csv, newline="", encoding="utf-8") as fh:
+        rows = [(r["path"], r["error"]) for r in csv.DictReader(fh)]
+    too_large = "image is 600x451 = 270600 pixels, above the limit of 270599 (max_pixels, --max-pixels)"
+    assert rows == [(missing, "no such folder"), (str(KANGAROOS[0]), too_large), (str(RACCOON), "")]
+    assert f"error: {missing}: no such folder\n" in stderr and f"error: {KANGAROOS[0]}: {too_large}\n" in stderr
+
+
+def test_no_readable_input_loads_no_model_and_writes_nothing(tmp_path, monkeypatch):
+    """Nothing to localize: each input's error, then one line saying so; exit 2; no model loaded, no CSV."""
+    import sensitivity.models
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(sensitivity.models, "load_model", no_model)
+    (tmp_path / "empty").mkdir()
+    text = tmp_path / "notes.jpg"
+    text.write_text("not an image")
+    inputs = [str(tmp_path / "empty"), str(tmp_path / "gone") + os.sep, str(text), str(tmp_path / "gone.png")]
+    code, stdout, stderr = run(["localize", *inputs, "--out", str(tmp_path / "out")])
+    assert code == 2 and stdout == ""
+    lines = stderr.splitlines()
+    assert [line.split(": ")[1] for line in lines[:4]] == inputs
+    assert lines[4] == ("sensitivity localize: error: none of the 4 inputs is a readable image: nothing localized, "
+                        "nothing written")
+    assert len(lines) == 5 and not (tmp_path / "out").exists()
 
 
 def test_localize_images_library(tmp_path):
