@@ -254,9 +254,12 @@ def test_unusable_regressor_is_a_usage_error(tmp_path):
     BoxRegressor(pool=5).fit(rng.random((8, 30, 30)), np.tile([0.1, 0.1, 0.9, 0.9], (8, 1))).save(small)
     garbage = tmp_path / "garbage.npz"
     garbage.write_text("not a regressor")
-    for bad, expected in [(small, "30x30"), (garbage, "garbage.npz"), (tmp_path / "none.npz", "none.npz")]:
+    not_a_model = "not a box model (not an .npz archive); a box model is the .npz that the workflow's fit stage"
+    for bad, expected in [(small, "30x30"), (garbage, f"garbage.npz: {not_a_model}"), (RACCOON, not_a_model),
+                          (tmp_path / "none.npz", "none.npz: no such file")]:
         code, stdout, stderr = run(["localize", str(RACCOON), "--regressor", str(bad), "--out", str(tmp_path / "o")])
         assert code == 2 and expected in stderr and stdout == "", stderr
+        assert stderr.startswith("sensitivity localize: error: --regressor: ") and stderr.count("\n") == 1, stderr
     assert not (tmp_path / "o").exists()
 
 
