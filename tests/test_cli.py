@@ -316,6 +316,32 @@ def test_unknown_model_and_bad_weights_exit_2(tmp_path):
     assert code == 2 and "weights.pt" in stderr
 
 
+def test_weights_that_cannot_be_fetched_exit_2_in_one_line(tmp_path, monkeypatch):
+    """--model vgg16 without network access (here: its download sent to a closed loopback port, TORCH_HOME
+    empty): one line naming the weights, their URL, where they are cached and --weights; exit 2."""
+    import socket
+
+    import torch.hub
+    from torchvision.models import VGG16_Weights
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    download = torch.hub.download_url_to_file
+    monkeypatch.setattr(torch.hub, "download_url_to_file",
+                        lambda url, dst, *args, **kwargs: download(f"http://127.0.0.1:{port}/x.pth", dst, *args, **kwargs))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    code, stdout, stderr = run(["localize", str(RACCOON), "--model", "vgg16", "--out", str(tmp_path / "o")])
+    assert code == 2 and stdout == ""
+    url = VGG16_Weights.IMAGENET1K_V1.url
+    cached = tmp_path / "torch" / "hub" / "checkpoints" / url.rsplit("/", 1)[1]
+    assert stderr.startswith(f"sensitivity localize: error: cannot fetch the vgg16 weights VGG16_Weights.IMAGENET1K_V1 "
+                             f"from {url} (")
+    assert f"they are cached as {cached} (torch.hub.get_dir(), under TORCH_HOME)" in stderr
+    assert "--weights FILE" in stderr and stderr.count("\n") == 1, stderr
+    assert not (tmp_path / "o").exists()
+
+
 def test_cli_defaults_match_the_library():
     from sensitivity import images, localize
 
