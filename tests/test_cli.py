@@ -10,6 +10,8 @@ import csv
 import io
 import json
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -23,7 +25,8 @@ from PIL import Image
 from sensitivity import cli
 from sensitivity.cli import main
 
-DEMO = Path(__file__).resolve().parents[1] / "data" / "demo"
+REPO = Path(__file__).resolve().parents[1]
+DEMO = REPO / "data" / "demo"
 KANGAROOS = [DEMO / "kangaroo" / "images" / name for name in ("00013.jpg", "00014.jpg")]
 RACCOON = DEMO / "raccoon" / "images" / "raccoon-12.jpg"  # small (259x194): quick
 WALLABY = 104
@@ -601,3 +604,50 @@ def test_regressor_provenance_gives_the_map_options_and_refuses_others(tmp_path,
 def test_unknown_map_method_is_a_usage_error(tmp_path):
     code, _, stderr = run(["localize", str(RACCOON), "--method", "saliency", "--out", str(tmp_path / "o")])
     assert code == 2 and "--method: unknown map method 'saliency'" in stderr
+
+
+def readme_localize_examples() -> list[tuple[list[str], list[str]]]:
+    """The README's `sensitivity localize` commands (``\\`` continuations joined) as argv for main(), each with
+    the output lines shown under it ("#   " lines)."""
+    examples = []
+    for block in re.findall(r"^```bash\n(.*?)^```", (REPO / "README.md").read_text(encoding="utf-8"), re.M | re.S):
+        lines = block.replace("\\\n", " ").splitlines()
+        for i, line in enumerate(lines):
+            if line.startswith(".venv/bin/sensitivity localize "):
+                shown = []
+                for output in lines[i + 1:]:
+                    if not output.startswith("#   "):
+                        break
+                    shown.append(output.removeprefix("#   "))
+                examples.append((shlex.split(line)[1:], shown))
+    return examples
+
+
+def test_readme_localize_examples_print_what_the_readme_shows(tmp_path, monkeypatch):
+    """Each README `localize` example with output shown is run from a folder holding the repository's data/: it
+    prints those lines (tab-separated path, class index and name, score, box, method; score and box as
+    printed, within 0.002 and 0.2 pixels) and writes the figures and CSV the README names. Examples without
+    output (they need the workflow's results/) must parse."""
+    examples = readme_localize_examples()
+    assert examples and any(shown for _, shown in examples), "no localize example with output in the README"
+    (tmp_path / "data").symlink_to(REPO / "data")
+    monkeypatch.chdir(tmp_path)
+    for argv, shown in examples:
+        if not shown:
+            assert "results/" in " ".join(argv), argv  # needs the workflow's outputs: parsed only
+            cli.build_parser().parse_args(argv)
+            continue
+        code, stdout, stderr = run(argv)
+        assert code == 0, stderr
+        printed = stdout.splitlines()
+        assert len(printed) == len(shown), (argv, printed)
+        for got, expected in zip(printed, shown):
+            got_fields, expected_fields = got.split("\t"), expected.split("\t")
+            assert len(got_fields) == len(expected_fields) == 6, (got, expected)
+            assert got_fields[:3] + got_fields[5:] == expected_fields[:3] + expected_fields[5:], (got, expected)
+            assert float(got_fields[3]) == pytest.approx(float(expected_fields[3]), abs=0.002), (got, expected)
+            got_box, expected_box = ([float(v) for v in f[4].split()] for f in (got_fields, expected_fields))
+            assert got_box == pytest.approx(expected_box, abs=0.2), (got, expected)
+        out = Path(argv[argv.index("--out") + 1])
+        figures = [f"{Path(line.split(chr(9))[0]).stem}.png" for line in shown]
+        assert sorted(p.name for p in out.iterdir()) == sorted([*figures, "boxes.csv"])
