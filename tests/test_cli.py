@@ -331,8 +331,11 @@ def test_weights_that_cannot_be_fetched_exit_2_in_one_line(tmp_path, monkeypatch
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     download = torch.hub.download_url_to_file
-    monkeypatch.setattr(torch.hub, "download_url_to_file",
-                        lambda url, dst, *args, **kwargs: download(f"http://127.0.0.1:{port}/x.pth", dst, *args, **kwargs))
+
+    def to_closed_port(url, dst, *args, **kwargs):
+        return download(f"http://127.0.0.1:{port}/x.pth", dst, *args, **kwargs)
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", to_closed_port)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     code, stdout, stderr = run(["localize", str(RACCOON), "--model", "vgg16", "--out", str(tmp_path / "o")])
     assert code == 2 and stdout == ""
@@ -610,7 +613,8 @@ def readme_localize_examples() -> list[tuple[list[str], list[str]]]:
     """The README's `sensitivity localize` commands (``\\`` continuations joined) as argv for main(), each with
     the output lines shown under it ("#   " lines)."""
     examples = []
-    for block in re.findall(r"^```bash\n(.*?)^```", (REPO / "README.md").read_text(encoding="utf-8"), re.M | re.S):
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    for block in re.findall(r"^```bash\n(.*?)^```", readme, re.MULTILINE | re.DOTALL):
         lines = block.replace("\\\n", " ").splitlines()
         for i, line in enumerate(lines):
             if line.startswith(".venv/bin/sensitivity localize "):
