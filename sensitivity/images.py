@@ -5,8 +5,9 @@ integer images (scaled, not clipped) and very large JPEGs (decoded at reduced si
 needs a small image). Unreadable, truncated or empty files raise `ImageReadError` naming the file.
 
 One pixel limit counts: `MAX_PIXELS` (or the caller's `max_pixels`). PIL's own decompression-bomb limit
-(`PIL.Image.MAX_IMAGE_PIXELS`, about 89 MP) is replaced by it while a file is read here and restored
-afterwards; a lock keeps other threads of this module from seeing the other's setting.
+(`PIL.Image.MAX_IMAGE_PIXELS`, about 89 MP, a global) is replaced by it only while a file is read here and
+restored afterwards; reads here take turns under a lock for that, and other code that opens an image at
+that moment in another thread would see our limit.
 """
 
 from __future__ import annotations
