@@ -5,23 +5,30 @@ Commands
 localize    predicted class and object box for image files and folders of images: a CSV (and a figure per
             image).
 
-Exit codes: 0 success, 1 when some inputs failed (the others are still processed), 2 for usage errors
-(bad options, unknown model, unusable weights or regressor file).
+Exit codes: 0 success, 1 when some inputs failed (the others are still processed; each failure is a row of the
+CSV), 2 for usage errors (bad options, unknown model, weights that cannot be read or fetched, a file that is not
+a box model) and when no input is a readable image (then nothing is written and no model is loaded).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-#: CSV columns of ``localize``'s boxes.csv / --boxes-csv (box corners in pixels of the original image; ``figure``
-#: is empty when no figures are drawn).
+if TYPE_CHECKING:
+    from sensitivity.localize import Failure
+
+#: CSV columns of ``localize``'s boxes.csv / --boxes-csv: one row per input (box corners in pixels of the original
+#: image; ``figure`` is empty when no figures are drawn). ``error`` is empty for a localized image; an input that
+#: failed has only ``path`` and ``error``.
 LOCALIZE_COLUMNS = (
     "path", "width", "height", "class_index", "class_name", "score", "x1", "y1", "x2", "y2", "method", "figure",
+    "error",
 )
 
 
@@ -111,6 +118,8 @@ DEFAULT_OUT = "localize_out"
 MAP_DEFAULTS = {"model": "efficientnet_lite0", "target": "class", "aggregate": "mean", "method": "gradcam"}
 BOXES = ("threshold", "heuristic")
 
+#: sensitivity.images.MAX_PIXELS, repeated for the same reason.
+DEFAULT_MAX_PIXELS = 400_000_000
 #: sensitivity.localize.IMAGE_SUFFIXES, repeated for the same reason (tests check they agree).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
@@ -163,10 +172,21 @@ def _add_localize(subparsers) -> None:
     p.add_argument("--boxes-csv", default=None, metavar="PATH",
                    help="write the CSV exactly here (folders created) instead of boxes.csv in --out; without "
                         "--out, no figures are drawn")
+    p.add_argument("--max-pixels", type=_positive_int, default=DEFAULT_MAX_PIXELS, metavar="N",
+                   help="images with more pixels (width x height) are refused as inputs that failed "
+                        "(default: %(default)s)")
     p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto", help="(default: %(default)s)")
     p.add_argument("--batch-size", type=_positive_int, default=8, metavar="N",
                    help="images per forward/backward pass (default: %(default)s)")
     p.set_defaults(run=_run_localize)
+
+
+def _input_error(failure: Failure, recursive: bool) -> str:
+    """A failed input's reason, with the --recursive hint for a folder without images."""
+    from sensitivity.localize import EMPTY_FOLDER
+
+    hint = failure.message == EMPTY_FOLDER and not recursive
+    return f"{failure.message}{' (sub-folders are read with --recursive)' if hint else ''}"
 
 
 def _run_localize(args: argparse.Namespace) -> int:
@@ -176,6 +196,7 @@ def _run_localize(args: argparse.Namespace) -> int:
         Failure,
         check_regressor,
         expand_image_paths,
+        first_readable,
         iter_localize,
         map_options,
     )
@@ -187,7 +208,7 @@ def _run_localize(args: argparse.Namespace) -> int:
     if csv_path is not None and csv_path.is_dir():
         raise UsageError(f"--boxes-csv {csv_path}: is a folder (give the CSV file's path)")
     out = Path(args.out) if args.out is not None else None if csv_path is not None else Path(DEFAULT_OUT)
-    images, empty_folders = expand_image_paths(args.images, recursive=args.recursive)
+    images, input_failures = expand_image_paths(args.images, recursive=args.recursive)
     device = _resolve_device(args.device)
     regressor = None
     if args.regressor is not None:
@@ -200,6 +221,12 @@ def _run_localize(args: argparse.Namespace) -> int:
                               aggregate=args.aggregate, method=args.method)
     except ValueError as error:
         raise UsageError(f"--{'regressor' if getattr(regressor, 'provenance_', None) else 'method'}: {error}") from None
+    total = len(images) + len(input_failures)
+    readable, unread = first_readable(images, max_pixels=args.max_pixels)
+    if readable is None:
+        for failure in [*input_failures, *unread]:
+            _write(sys.stderr, f"error: {failure.path}: {_input_error(failure, args.recursive)}\n")
+        raise UsageError(f"none of the {total} inputs is a readable image: nothing localized, nothing written")
     try:
         model = load_model(options["model"], weights=args.weights, device=device)
     except (UnknownModelError, WeightsError) as error:
@@ -224,22 +251,21 @@ def _run_localize(args: argparse.Namespace) -> int:
         csv_path = out / "boxes.csv"
     csv_path.parent.mkdir(parents=True, exist_ok=True)
     used_stems: set[str] = set()
-    n_failed = len(empty_folders)
-    for folder in empty_folders:
-        _write(sys.stderr, f"error: {folder}: folder holds no image file"
-                           f"{'' if args.recursive else ' (sub-folders are read with --recursive)'}\n")
+    n_failed = 0
     with open(csv_path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(LOCALIZE_COLUMNS)
         results = iter_localize(
             images, model, target=options["target"], aggregate=options["aggregate"], regressor=regressor,
             sigma=args.sigma, fraction=args.fraction, batch_size=args.batch_size, keep_images=out is not None,
-            method=options["method"], box=args.box, threshold=args.threshold,
+            method=options["method"], box=args.box, threshold=args.threshold, max_pixels=args.max_pixels,
         )
-        for item in results:
+        for item in itertools.chain(input_failures, results):
             if isinstance(item, Failure):
                 n_failed += 1
-                _write(sys.stderr, f"error: {item.path}: {item.message}\n")
+                message = _input_error(item, args.recursive)
+                _write(sys.stderr, f"error: {item.path}: {message}\n")
+                writer.writerow([item.path, *[""] * (len(LOCALIZE_COLUMNS) - 2), message])
                 continue
             x1, y1, x2, y2 = (float(v) for v in item.box_pixels)
             figure = ""
@@ -251,14 +277,13 @@ def _run_localize(args: argparse.Namespace) -> int:
                 item.image = None  # free it: results stream, one batch at a time
             writer.writerow([item.path, item.width, item.height, item.class_index, item.class_name,
                              f"{item.score:.6f}", f"{x1:.2f}", f"{y1:.2f}", f"{x2:.2f}", f"{y2:.2f}",
-                             item.method, figure])
+                             item.method, figure, ""])
             fh.flush()
             _write(sys.stdout, f"{item.path}\t{item.class_index}\t{item.class_name}\t{item.score:.4f}\t"
                                f"{x1:.1f} {y1:.1f} {x2:.1f} {y2:.1f}\t{item.method}\n")
             sys.stdout.flush()
     if n_failed:
-        total = len(images) + len(empty_folders)
-        _write(sys.stderr, f"{n_failed} of {total} inputs failed\n")
+        _write(sys.stderr, f"{n_failed} of {total} inputs failed (rows with an error in {csv_path})\n")
     return 1 if n_failed else 0
 
 

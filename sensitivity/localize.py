@@ -13,6 +13,7 @@ other images are still processed.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from os import PathLike
@@ -24,7 +25,7 @@ import torch
 from PIL import Image
 
 from sensitivity.boxes import heuristic_box, to_pixels
-from sensitivity.images import ImageReadError, image_size, read_image
+from sensitivity.images import MAX_PIXELS, ImageReadError, image_size, read_image
 from sensitivity.map_methods import compute_maps, method_settings
 from sensitivity.maps import AGGREGATES, TARGETS, Aggregate, Sensitivity, Target, pool_maps, resize_attention
 from sensitivity.metrics import threshold_box
@@ -56,24 +57,46 @@ DEFAULT_THRESHOLDS = {"gradient": 0.08, "input_x_gradient": 0.05, "smoothgrad": 
 
 #: File name endings (case-insensitive) taken as images when a folder is expanded.
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+_SEPARATORS = tuple({os.sep, "/"})
+
+#: The reason given for a folder without any image file.
+EMPTY_FOLDER = "folder holds no image file"
+
+
+@dataclass(frozen=True)
+class Failure:
+    """An input that could not be localized: its path and the reason (without the path)."""
+
+    path: str
+    message: str
 
 
 def expand_image_paths(
     paths: Iterable[str | PathLike[str]], recursive: bool = False
-) -> tuple[list[str], list[str]]:
+) -> tuple[list[str], list[Failure]]:
     """Replace each folder in ``paths`` by the image files in it; files are kept as given.
 
     A folder gives its files ending in one of :data:`IMAGE_SUFFIXES` (any case), sorted by path, without
     hidden ones (names starting with "."); ``recursive`` adds those of its sub-folders (hidden folders
-    left out). Paths that are neither folders nor existing files are kept, so that reading them reports
-    them. Returns ``(image paths, folders that held no image)``.
+    left out). A path that does not exist is kept when it names an image file (reading it reports it), else
+    it is a failure: "no such folder" when it ends with a path separator, "no such file or folder" otherwise.
+    Returns ``(image paths, failures)``: the failures are the missing paths and the folders without images
+    (:data:`EMPTY_FOLDER`).
     """
     out: list[str] = []
-    empty: list[str] = []
+    failed: list[Failure] = []
     for raw in paths:
-        path = Path(raw)
+        path, text = Path(raw), str(raw)
+        if not path.exists():
+            if text.endswith(_SEPARATORS):
+                failed.append(Failure(text, "no such folder"))
+            elif path.suffix.lower() in IMAGE_SUFFIXES:
+                out.append(text)  # reading it reports "file not found"
+            else:
+                failed.append(Failure(text, "no such file or folder"))
+            continue
         if not path.is_dir():
-            out.append(str(raw))
+            out.append(text)
             continue
         candidates = path.rglob("*") if recursive else path.iterdir()
         found = sorted(
@@ -83,8 +106,22 @@ def expand_image_paths(
         )
         out += [str(p) for p in found]
         if not found:
-            empty.append(str(raw))
-    return out, empty
+            failed.append(Failure(text, EMPTY_FOLDER))
+    return out, failed
+
+
+def first_readable(paths: Iterable[str], max_pixels: int = MAX_PIXELS) -> tuple[str | None, list[Failure]]:
+    """The first of ``paths`` that reads as an image (None when none does) and the failures of the paths
+    before it: a cheap check, before a model is loaded, that there is anything to localize."""
+    failed = []
+    for path in paths:
+        try:
+            read_image(path, max_side=1, max_pixels=max_pixels)  # max_side: JPEGs decoded at 1/8 size
+        except ImageReadError as error:
+            failed.append(Failure(path, error.reason))
+        else:
+            return path, failed
+    return None, failed
 
 
 @dataclass
@@ -110,14 +147,6 @@ class Localization:
     method: Method
     map: np.ndarray = field(repr=False)
     image: Image.Image | None = field(default=None, repr=False, compare=False)
-
-
-@dataclass(frozen=True)
-class Failure:
-    """An image that could not be localized: its path and the reason (without the path)."""
-
-    path: str
-    message: str
 
 
 def _class_name(model: LoadedModel, index: int) -> str:
@@ -247,6 +276,7 @@ def iter_localize(
     method: str | None = None,
     box: str = "threshold",
     threshold: float | None = None,
+    max_pixels: int = MAX_PIXELS,
 ) -> Iterator[Localization | Failure]:
     """Yield one :class:`Localization` or :class:`Failure` per path, in input order, batch by batch.
 
@@ -285,7 +315,7 @@ def iter_localize(
     for raw in paths:
         path = str(raw)
         try:
-            image = read_image(path, max_side=max_side)
+            image = read_image(path, max_side=max_side, max_pixels=max_pixels)
             size = image_size(path)  # the full size: large JPEGs are decoded at reduced size
         except ImageReadError as error:
             pending.append(Failure(path, error.reason))
@@ -312,6 +342,7 @@ def localize_images(
     method: str | None = None,
     box: str = "threshold",
     threshold: float | None = None,
+    max_pixels: int = MAX_PIXELS,
 ) -> tuple[list[Localization], list[tuple[str, str]]]:
     """Localize the main object in each image file.
 
@@ -333,6 +364,7 @@ def localize_images(
     batch_size : images per forward/backward pass.
     device : where the inputs go; defaults to the model's device.
     keep_images : keep each decoded image in ``Localization.image``.
+    max_pixels : images with more pixels are failures (:data:`~sensitivity.images.MAX_PIXELS` by default).
 
     Returns
     -------
@@ -342,7 +374,7 @@ def localize_images(
     done: list[Localization] = []
     failed: list[tuple[str, str]] = []
     for item in iter_localize(paths, model, target, aggregate, regressor, sigma, fraction, batch_size,
-                              device, keep_images, method, box, threshold):
+                              device, keep_images, method, box, threshold, max_pixels):
         if isinstance(item, Failure):
             failed.append((item.path, item.message))
         else:
@@ -355,12 +387,14 @@ __all__ = [
     "DEFAULT_FRACTION",
     "DEFAULT_SIGMA",
     "DEFAULT_THRESHOLDS",
+    "EMPTY_FOLDER",
     "MAP_DEFAULTS",
     "Failure",
     "IMAGE_SUFFIXES",
     "Localization",
     "check_regressor",
     "expand_image_paths",
+    "first_readable",
     "iter_localize",
     "localize_images",
     "map_options",

@@ -10,11 +10,14 @@ torchvision classifier of a supported family is resolved by name.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlparse
 
 import torch
 from PIL import Image
@@ -293,9 +296,9 @@ def _torchvision_builder(name: str):
     def build(weights: Weights):
         enum = torchvision.models.get_model_weights(name)
         reference = enum["IMAGENET1K_V1"]
+        state = _fetch_weights(name, reference) if weights is None else None
         net = torchvision.models.get_model(name, weights=None)
-        if weights is None:
-            state = reference.get_state_dict(progress=True, check_hash=True)  # cached in TORCH_HOME
+        if state is not None:
             _load_strict(net, state, f"torchvision {name} {reference}")
             description = f"torchvision:{reference}"
         elif weights == "random":
@@ -312,3 +315,20 @@ def _torchvision_builder(name: str):
         return family(net), preprocessing, description, list(reference.meta["categories"])
 
     return build
+
+
+def _fetch_weights(name: str, reference) -> dict[str, torch.Tensor]:
+    """torchvision's pretrained state dict ``reference`` (a weights enum member), downloaded once into
+    ``torch.hub.get_dir()/checkpoints`` (under TORCH_HOME) with a progress bar on stderr; a WeightsError in
+    one line when it cannot be. torch.hub's "Downloading: ..." line is dropped: it would go to stdout."""
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(reference.url).path).name
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            return reference.get_state_dict(progress=True, check_hash=True)
+    except (OSError, RuntimeError) as error:  # URLError, HTTPError, timeouts; RuntimeError: hash mismatch
+        reason = getattr(error, "reason", error)
+        raise WeightsError(
+            f"cannot fetch the {name} weights {reference} from {reference.url} ({reason}); they are cached as "
+            f"{cached} (torch.hub.get_dir(), under TORCH_HOME): put that file there, or pass a local state dict "
+            "with --weights FILE (load_model(weights=FILE) in Python)"
+        ) from None

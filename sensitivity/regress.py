@@ -26,6 +26,7 @@ import zipfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from os import PathLike
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -618,21 +619,26 @@ class BoxRegressor(RegressorMixin, BaseEstimator):
 
     @classmethod
     def load(cls, path: str | PathLike[str]) -> BoxRegressor:
-        """Restore an estimator written by :meth:`save`."""
-        expected = f"a BoxRegressor .npz written by BoxRegressor.save (keys {', '.join(_SAVED_KEYS)})"
+        """Restore an estimator written by :meth:`save`; any other file is a ValueError (FileNotFoundError when
+        there is none) in one line naming the file and saying what a box model is."""
+        about = ("a box model is the .npz that the workflow's fit stage writes (results/<dataset>/regressor.npz) "
+                 "or BoxRegressor.save")
+        if not Path(path).is_file():
+            problem = "is a folder" if Path(path).is_dir() else "no such file"
+            raise FileNotFoundError(f"{path}: {problem}; {about}")
         try:
-            data = np.load(path, allow_pickle=False)
-            if not isinstance(data, np.lib.npyio.NpzFile):
+            if not zipfile.is_zipfile(path):
                 raise ValueError("not an .npz archive")
-            with data:
+            with np.load(path, allow_pickle=False) as data:
+                missing = [key for key in _SAVED_KEYS if key not in data]
+                if missing:
+                    raise ValueError(f"an .npz without {', '.join(missing)}")
                 saved = {key: data[key] for key in _SAVED_KEYS}
                 n_channels = int(data["n_channels"]) if "n_channels" in data else None
                 n_embedding = int(data["n_embedding"]) if "n_embedding" in data else 0
                 provenance = json.loads(str(data["provenance"])) if "provenance" in data else None
-        except FileNotFoundError as exc:
-            raise FileNotFoundError(f"{path}: no such file; expected {expected}") from exc
         except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
-            raise ValueError(f"{path} is not {expected}: {exc}") from exc
+            raise ValueError(f"{path}: not a box model ({exc}); {about}") from exc
         if int(saved["format_version"]) > FORMAT_VERSION:
             raise ValueError(
                 f"{path} has format version {int(saved['format_version'])}; "

@@ -10,6 +10,8 @@ import csv
 import io
 import json
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -23,7 +25,8 @@ from PIL import Image
 from sensitivity import cli
 from sensitivity.cli import main
 
-DEMO = Path(__file__).resolve().parents[1] / "data" / "demo"
+REPO = Path(__file__).resolve().parents[1]
+DEMO = REPO / "data" / "demo"
 KANGAROOS = [DEMO / "kangaroo" / "images" / name for name in ("00013.jpg", "00014.jpg")]
 RACCOON = DEMO / "raccoon" / "images" / "raccoon-12.jpg"  # small (259x194): quick
 WALLABY = 104
@@ -161,9 +164,14 @@ def test_bad_files_are_reported_and_skipped(tmp_path):
     assert errors[1].startswith(f"error: {empty}: ") and "empty" in errors[1]
     assert errors[2] == f"error: {missing}: file not found"
     assert [line.split("\t")[0] for line in stdout.splitlines()] == [str(KANGAROOS[0]), str(RACCOON)]
-    rows = read_rows(out_dir)
-    assert [r["path"] for r in rows] == [str(KANGAROOS[0]), str(RACCOON)]
-    for row in rows:
+    assert f"3 of 5 inputs failed (rows with an error in {out_dir / 'boxes.csv'})" in stderr
+    rows = read_rows(out_dir)  # every input, in input order, the failures with their error only
+    assert [r["path"] for r in rows] == argv[1:6]
+    for row, error in zip([rows[0], rows[2], rows[3]], errors):
+        assert error == f"error: {row['path']}: {row['error']}"
+        assert all(row[k] == "" for k in cli.LOCALIZE_COLUMNS if k not in ("path", "error")), row
+    for row in (rows[1], rows[4]):
+        assert row["error"] == ""
         check_row(row, out_dir)
     assert not (out_dir / "truncated.png").exists() and not (out_dir / "empty.png").exists()
 
@@ -249,9 +257,12 @@ def test_unusable_regressor_is_a_usage_error(tmp_path):
     BoxRegressor(pool=5).fit(rng.random((8, 30, 30)), np.tile([0.1, 0.1, 0.9, 0.9], (8, 1))).save(small)
     garbage = tmp_path / "garbage.npz"
     garbage.write_text("not a regressor")
-    for bad, expected in [(small, "30x30"), (garbage, "garbage.npz"), (tmp_path / "none.npz", "none.npz")]:
+    not_a_model = "not a box model (not an .npz archive); a box model is the .npz that the workflow's fit stage"
+    for bad, expected in [(small, "30x30"), (garbage, f"garbage.npz: {not_a_model}"), (RACCOON, not_a_model),
+                          (tmp_path / "none.npz", "none.npz: no such file")]:
         code, stdout, stderr = run(["localize", str(RACCOON), "--regressor", str(bad), "--out", str(tmp_path / "o")])
         assert code == 2 and expected in stderr and stdout == "", stderr
+        assert stderr.startswith("sensitivity localize: error: --regressor: ") and stderr.count("\n") == 1, stderr
     assert not (tmp_path / "o").exists()
 
 
@@ -308,25 +319,57 @@ def test_unknown_model_and_bad_weights_exit_2(tmp_path):
     assert code == 2 and "weights.pt" in stderr
 
 
+def test_weights_that_cannot_be_fetched_exit_2_in_one_line(tmp_path, monkeypatch):
+    """--model vgg16 without network access (here: its download sent to a closed loopback port, TORCH_HOME
+    empty): one line naming the weights, their URL, where they are cached and --weights; exit 2."""
+    import socket
+
+    import torch.hub
+    from torchvision.models import VGG16_Weights
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    download = torch.hub.download_url_to_file
+
+    def to_closed_port(url, dst, *args, **kwargs):
+        return download(f"http://127.0.0.1:{port}/x.pth", dst, *args, **kwargs)
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", to_closed_port)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    code, stdout, stderr = run(["localize", str(RACCOON), "--model", "vgg16", "--out", str(tmp_path / "o")])
+    assert code == 2 and stdout == ""
+    url = VGG16_Weights.IMAGENET1K_V1.url
+    cached = tmp_path / "torch" / "hub" / "checkpoints" / url.rsplit("/", 1)[1]
+    assert stderr.startswith(f"sensitivity localize: error: cannot fetch the vgg16 weights VGG16_Weights.IMAGENET1K_V1 "
+                             f"from {url} (")
+    assert f"they are cached as {cached} (torch.hub.get_dir(), under TORCH_HOME)" in stderr
+    assert "--weights FILE" in stderr and stderr.count("\n") == 1, stderr
+    assert not (tmp_path / "o").exists()
+
+
 def test_cli_defaults_match_the_library():
-    from sensitivity import localize
+    from sensitivity import images, localize
 
     assert (cli.DEFAULT_SIGMA, cli.DEFAULT_FRACTION) == (localize.DEFAULT_SIGMA, localize.DEFAULT_FRACTION)
     assert cli.IMAGE_SUFFIXES == localize.IMAGE_SUFFIXES
+    assert cli.DEFAULT_MAX_PIXELS == images.MAX_PIXELS
     assert (cli.MAP_DEFAULTS, cli.BOXES) == (localize.MAP_DEFAULTS, localize.BOXES)
 
 
 def test_expand_image_paths(tmp_path):
-    from sensitivity.localize import expand_image_paths
+    from sensitivity.localize import EMPTY_FOLDER, Failure, expand_image_paths
 
     for name in ("b.JPG", "a.png", "c.jpeg", "notes.txt", ".hidden.jpg", "sub/d.jpg", ".cache/e.jpg"):
         (tmp_path / "photos" / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / "photos" / name).write_bytes(b"x")
     (tmp_path / "empty").mkdir()
     photos = tmp_path / "photos"
-    found, empty = expand_image_paths([photos, "x.gif", tmp_path / "empty"])
-    assert found == [str(photos / n) for n in ("a.png", "b.JPG", "c.jpeg")] + ["x.gif"]
-    assert empty == [str(tmp_path / "empty")]
+    missing = [str(tmp_path / "gone") + os.sep, str(tmp_path / "gone"), str(tmp_path / "gone.jpg")]
+    found, failed = expand_image_paths([photos, "x.gif", tmp_path / "empty", *missing])
+    assert found == [str(photos / n) for n in ("a.png", "b.JPG", "c.jpeg")] + ["x.gif", missing[2]]
+    assert failed == [Failure(str(tmp_path / "empty"), EMPTY_FOLDER), Failure(missing[0], "no such folder"),
+                      Failure(missing[1], "no such file or folder")]
     found, _ = expand_image_paths([photos], recursive=True)
     assert found == [str(photos / n) for n in ("a.png", "b.JPG", "c.jpeg", "sub/d.jpg")]
 
@@ -409,9 +452,48 @@ def test_folder_without_images_is_reported(tmp_path):
     assert f"error: {tmp_path / 'empty'}: folder holds no image file" in stderr and "1 of 2 inputs failed" in stderr
     assert stdout.startswith(f"{RACCOON}\t")
     with open(out_csv, newline="", encoding="utf-8") as fh:
-        assert [r["path"] for r in csv.DictReader(fh)] == [str(RACCOON)]
+        rows = [(r["path"], r["error"]) for r in csv.DictReader(fh)]
+    assert rows == [(str(tmp_path / "empty"), "folder holds no image file (sub-folders are read with --recursive)"),
+                    (str(RACCOON), "")]
     code, _, stderr = run(["localize", str(RACCOON), "--boxes-csv", str(tmp_path)])
     assert code == 2 and "is a folder" in stderr
+
+
+def test_missing_folder_and_too_large_image_are_failures(tmp_path):
+    """A folder that does not exist is "no such folder"; --max-pixels refuses larger images (00013.jpg:
+    600x451 = 270600 pixels); both are rows of the CSV, and the smaller image is still localized."""
+    out_csv = tmp_path / "boxes.csv"
+    missing = str(tmp_path / "no_photos") + os.sep
+    code, stdout, stderr = run(["localize", missing, str(KANGAROOS[0]), str(RACCOON), "--max-pixels", "270599",
+                                "--boxes-csv", str(out_csv)])
+    assert code == 1
+    assert [line.split("\t")[0] for line in stdout.splitlines()] == [str(RACCOON)]
+    with open(out_csv, newline="", encoding="utf-8") as fh:
+        rows = [(r["path"], r["error"]) for r in csv.DictReader(fh)]
+    too_large = "image is 600x451 = 270600 pixels, above the limit of 270599 (max_pixels, --max-pixels)"
+    assert rows == [(missing, "no such folder"), (str(KANGAROOS[0]), too_large), (str(RACCOON), "")]
+    assert f"error: {missing}: no such folder\n" in stderr and f"error: {KANGAROOS[0]}: {too_large}\n" in stderr
+
+
+def test_no_readable_input_loads_no_model_and_writes_nothing(tmp_path, monkeypatch):
+    """Nothing to localize: each input's error, then one line saying so; exit 2; no model loaded, no CSV."""
+    import sensitivity.models
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(sensitivity.models, "load_model", no_model)
+    (tmp_path / "empty").mkdir()
+    text = tmp_path / "notes.jpg"
+    text.write_text("not an image")
+    inputs = [str(tmp_path / "empty"), str(tmp_path / "gone") + os.sep, str(text), str(tmp_path / "gone.png")]
+    code, stdout, stderr = run(["localize", *inputs, "--out", str(tmp_path / "out")])
+    assert code == 2 and stdout == ""
+    lines = stderr.splitlines()
+    assert [line.split(": ")[1] for line in lines[:4]] == inputs
+    assert lines[4] == ("sensitivity localize: error: none of the 4 inputs is a readable image: nothing localized, "
+                        "nothing written")
+    assert len(lines) == 5 and not (tmp_path / "out").exists()
 
 
 def test_localize_images_library(tmp_path):
@@ -525,3 +607,51 @@ def test_regressor_provenance_gives_the_map_options_and_refuses_others(tmp_path,
 def test_unknown_map_method_is_a_usage_error(tmp_path):
     code, _, stderr = run(["localize", str(RACCOON), "--method", "saliency", "--out", str(tmp_path / "o")])
     assert code == 2 and "--method: unknown map method 'saliency'" in stderr
+
+
+def readme_localize_examples() -> list[tuple[list[str], list[str]]]:
+    """The README's `sensitivity localize` commands (``\\`` continuations joined) as argv for main(), each with
+    the output lines shown under it ("#   " lines)."""
+    examples = []
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    for block in re.findall(r"^```bash\n(.*?)^```", readme, re.MULTILINE | re.DOTALL):
+        lines = block.replace("\\\n", " ").splitlines()
+        for i, line in enumerate(lines):
+            if line.startswith(".venv/bin/sensitivity localize "):
+                shown = []
+                for output in lines[i + 1:]:
+                    if not output.startswith("#   "):
+                        break
+                    shown.append(output.removeprefix("#   "))
+                examples.append((shlex.split(line)[1:], shown))
+    return examples
+
+
+def test_readme_localize_examples_print_what_the_readme_shows(tmp_path, monkeypatch):
+    """Each README `localize` example with output shown is run from a folder holding the repository's data/: it
+    prints those lines (tab-separated path, class index and name, score, box, method; score and box as
+    printed, within 0.002 and 0.2 pixels) and writes the figures and CSV the README names. Examples without
+    output (they need the workflow's results/) must parse."""
+    examples = readme_localize_examples()
+    assert examples and any(shown for _, shown in examples), "no localize example with output in the README"
+    (tmp_path / "data").symlink_to(REPO / "data")
+    monkeypatch.chdir(tmp_path)
+    for argv, shown in examples:
+        if not shown:
+            assert "results/" in " ".join(argv), argv  # needs the workflow's outputs: parsed only
+            cli.build_parser().parse_args(argv)
+            continue
+        code, stdout, stderr = run(argv)
+        assert code == 0, stderr
+        printed = stdout.splitlines()
+        assert len(printed) == len(shown), (argv, printed)
+        for got, expected in zip(printed, shown):
+            got_fields, expected_fields = got.split("\t"), expected.split("\t")
+            assert len(got_fields) == len(expected_fields) == 6, (got, expected)
+            assert got_fields[:3] + got_fields[5:] == expected_fields[:3] + expected_fields[5:], (got, expected)
+            assert float(got_fields[3]) == pytest.approx(float(expected_fields[3]), abs=0.002), (got, expected)
+            got_box, expected_box = ([float(v) for v in f[4].split()] for f in (got_fields, expected_fields))
+            assert got_box == pytest.approx(expected_box, abs=0.2), (got, expected)
+        out = Path(argv[argv.index("--out") + 1])
+        figures = [f"{Path(line.split(chr(9))[0]).stem}.png" for line in shown]
+        assert sorted(p.name for p in out.iterdir()) == sorted([*figures, "boxes.csv"])

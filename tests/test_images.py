@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -191,22 +193,41 @@ def test_text_file_named_jpg(tmp_path):
         image_size(path)
 
 
-def test_image_above_max_pixels(photo, tmp_path, monkeypatch):
+def test_image_above_max_pixels(photo, tmp_path):
     path = tmp_path / "big.png"
     photo.save(path)
-    assert read_image(path).size == (96, 64)
-    monkeypatch.setattr(images_module, "MAX_PIXELS", 96 * 64 - 1)
-    with pytest.raises(ImageReadError, match="pixel limit") as error:
-        read_image(path)
-    assert "96x64" in str(error.value) and str(path) in str(error.value)
+    assert read_image(path, max_pixels=96 * 64).size == (96, 64)
+    with pytest.raises(ImageReadError, match="pixel") as error:
+        read_image(path, max_pixels=96 * 64 - 1)
+    assert str(error.value) == (f"{path}: image is 96x64 = 6144 pixels, above the limit of 6143 "
+                                "(max_pixels, --max-pixels)")
 
 
-def test_pil_decompression_bomb_is_an_error(photo, tmp_path, monkeypatch):
+def test_our_pixel_limit_counts_not_pils(photo, tmp_path, monkeypatch):
+    """PIL's own bomb limit (here far below the image: PIL alone would refuse it) does not apply to images read
+    here, and it is the same after reading as before."""
     path = tmp_path / "bomb.png"
     photo.save(path)
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # PIL would only warn between 1× and 2× this
-    with pytest.raises(ImageReadError, match="bomb.png"):
-        read_image(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    assert read_image(path).size == (96, 64) and image_size(path) == (96, 64)
+    assert Image.MAX_IMAGE_PIXELS == 1000
+    with pytest.raises(ImageReadError, match="limit of 6000"):
+        read_image(path, max_pixels=6000)
+    assert Image.MAX_IMAGE_PIXELS == 1000
+    with pytest.raises(Image.DecompressionBombError), Image.open(path):  # PIL's limit, outside this module
+        pass
+
+
+def test_108_megapixel_photo_is_read(tmp_path):
+    """A 12000x9000 photo (above PIL's default 89 MP limit, below MAX_PIXELS) reads without a warning, decoded
+    at reduced size as localize reads it; its header gives the full size."""
+    path = tmp_path / "108mp.jpg"
+    Image.new("L", (12000, 9000), 128).save(path, quality=50)  # 1.3 MB on disk
+    assert images_module.MAX_PIXELS > 12000 * 9000 > Image.MAX_IMAGE_PIXELS
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert image_size(path) == (12000, 9000)
+        assert read_image(path, max_side=448).size == (1500, 1125)
 
 
 # --- reduced-size decoding -------------------------------------------------------------------------

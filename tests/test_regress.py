@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.linear_model import Ridge
@@ -268,12 +269,19 @@ def test_load_rejects_other_files(tmp_path):
     np.savez(other, weights=np.ones(3))
     array = tmp_path / "array.npy"
     np.save(array, np.ones(3))
-    for path in (junk, other, array):
-        with pytest.raises(ValueError, match="BoxRegressor") as info:
+    photo = tmp_path / "photo.jpg"  # numpy alone would say it holds "pickled (object) data ... allow_pickle"
+    Image.new("RGB", (8, 8)).save(photo)
+    about = "a box model is the .npz that the workflow's fit stage writes (results/<dataset>/regressor.npz)"
+    for path, reason in [(junk, "not an .npz archive"), (photo, "not an .npz archive"), (array, "not an .npz archive"),
+                         (other, "an .npz without format_version, params, coef, intercept, map_shape, n_samples_seen")]:
+        with pytest.raises(ValueError) as info:
             BoxRegressor.load(path)
-        assert str(path) in str(info.value)
-    with pytest.raises(FileNotFoundError, match="missing.npz"):
+        assert str(info.value).startswith(f"{path}: not a box model ({reason}); {about}")
+        assert "\n" not in str(info.value) and "pickle" not in str(info.value)
+    with pytest.raises(FileNotFoundError, match=r"missing.npz: no such file; a box model is"):
         BoxRegressor.load(tmp_path / "missing.npz")
+    with pytest.raises(FileNotFoundError, match=r": is a folder; a box model is"):
+        BoxRegressor.load(tmp_path)
 
 
 def test_clone_and_params():
