@@ -1,4 +1,6 @@
 # Set-up and entry points for a fresh machine. `make demo` and `make test` are the README's two commands.
+# `make demo` builds the default target `all` (tables, example figures, box model): everything that
+# `snakemake --report report.html` puts in the report.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -16,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed
 
 demo: setup
-	$(BIN)/snakemake --cores 2 --workflow-profile workflow/profiles/default results/demo_corloc.csv
+	$(BIN)/snakemake --cores 2 --workflow-profile workflow/profiles/default all
 	cat results/demo_corloc.md
 
 test: setup

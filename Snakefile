@@ -8,6 +8,10 @@ min_version("8.20")
 configfile: "config.yaml"
 
 
+# The report's landing page (`snakemake --report report.html`): what ran, on what, and the CorLoc tables.
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/split.smk"

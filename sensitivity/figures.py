@@ -28,6 +28,8 @@ PRED_COLOUR = "red"
 TRUE_COLOUR = "lime"
 MAP_CMAP = "jet"
 MAP_ALPHA = 0.5
+#: Height of the title and legend above an example grid.
+HEADER_INCHES = 0.6
 
 #: One grid item: (image, sensitivity map or None, predicted boxes, true boxes or None, label).
 GridItem = tuple[Image.Image, ArrayLike | None, ArrayLike, ArrayLike | None, str]
@@ -175,15 +177,18 @@ def plot_example_grid(
     columns: int = 4,
     cell_inches: float = 3.0,
     dpi: int = 100,
+    title: str = "",
+    legend: tuple[str, str] | None = None,
 ) -> Path:
     """Write a grid of examples (as in the paper's Figures 3 and 4) to a PNG.
 
     ``items`` are ``(image, map or None, predicted boxes, true boxes or None, label)``; a map, when
     given, is overlaid on the grey image. Ground-truth boxes are green, predicted boxes red, and the
     label is the cell's title. Cells are ``cell_inches`` square (images keep their aspect ratio inside);
-    the PNG is ``columns' * cell_inches * dpi`` by ``rows * cell_inches * dpi`` pixels, where
-    ``columns' = min(columns, len(items))`` and ``rows = ceil(len(items) / columns)``.
-    Returns the path written.
+    the PNG is ``columns' * cell_inches * dpi`` by ``(rows * cell_inches + header) * dpi`` pixels, where
+    ``columns' = min(columns, len(items))``, ``rows = ceil(len(items) / columns)`` and ``header`` is
+    :data:`HEADER_INCHES` when a ``title`` or a ``legend`` (the words for the green and the red boxes) is
+    drawn above the grid, else 0. Returns the path written.
     """
     if not items:
         raise ValueError("plot_example_grid needs at least one item")
@@ -191,9 +196,18 @@ def plot_example_grid(
         raise ValueError(f"columns must be a positive integer, got {columns!r}")
     columns = min(columns, len(items))
     rows = -(-len(items) // columns)
-    fig = Figure(figsize=(columns * cell_inches, rows * cell_inches))
-    fig.subplots_adjust(left=0.005, right=0.995, bottom=0.005, top=1 - 0.25 / (rows * cell_inches),
+    header = HEADER_INCHES if title or legend else 0.0
+    height = rows * cell_inches + header
+    fig = Figure(figsize=(columns * cell_inches, height))
+    fig.subplots_adjust(left=0.005, right=0.995, bottom=0.005, top=1 - (0.25 + header) / height,
                         wspace=0.03, hspace=0.12)
+    if title:
+        fig.suptitle(title, x=0.01, y=1 - 0.08 / height, ha="left", va="top", fontsize=10)
+    if legend:
+        handles = [Rectangle((0, 0), 1, 1, fill=False, edgecolor=colour, linewidth=2)
+                   for colour in (TRUE_COLOUR, PRED_COLOUR)]
+        fig.legend(handles, legend, loc="upper left", bbox_to_anchor=(0.01, 1 - 0.3 / height), ncols=2,
+                   fontsize=8, frameon=False)
     axes = np.atleast_1d(fig.subplots(rows, columns, squeeze=False)).ravel()
     for i, (ax, item) in enumerate(zip(axes, items)):
         if len(item) != 5:

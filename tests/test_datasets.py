@@ -482,6 +482,8 @@ def test_parse_voc_xml_and_policy_arguments(tmp_path: Path) -> None:
         read_folder_dataset([root], class_from="name")  # type: ignore[arg-type]
     with pytest.raises(DatasetError, match="not a folder dataset"):
         read_folder_dataset([tmp_path])
+    with pytest.raises(DatasetError, match=r"roos_typo: no such folder \(the dataset root does not exist\)"):
+        read_folder_dataset([tmp_path / "roos_typo"])
 
 
 # --------------------------------------------------------------------------- manifest files and discovery

@@ -8,9 +8,11 @@ import matplotlib
 import numpy as np
 import pytest
 from matplotlib._pylab_helpers import Gcf
+from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 from PIL import Image
 
+from sensitivity import figures
 from sensitivity.figures import figure_height, plot_example_grid, plot_localization
 
 GREY = 128
@@ -131,6 +133,24 @@ def test_plot_example_grid(tmp_path):
     # one row when there are fewer items than columns
     path = plot_example_grid(items[:2], tmp_path / "row.png", columns=4, cell_inches=2.0, dpi=60)
     assert read_png(path).shape[:2] == (2 * 60, 2 * 2 * 60)
+
+
+def test_plot_example_grid_title_and_legend(tmp_path, monkeypatch):
+    items = [(grey_image(100, 80), None, [0.2, 0.2, 0.6, 0.7], [[0.1, 0.1, 0.5, 0.5]], "item")] * 2
+    path = plot_example_grid(items, tmp_path / "grid.png", columns=2, cell_inches=2.0, dpi=60,
+                             title="demo: test split", legend=("true box", "learned box"))
+    assert read_png(path).shape[:2] == (round((2.0 + figures.HEADER_INCHES) * 60), 2 * 2 * 60)
+    drawn = []
+    real_save = figures._save
+    monkeypatch.setattr(figures, "_save", lambda fig, path, dpi: drawn.append(
+        (fig._suptitle.get_text(), [(t.get_text(), h.get_edgecolor()) for t, h in
+                                    zip(fig.legends[0].get_texts(), fig.legends[0].legend_handles)]))
+        or real_save(fig, path, dpi))
+    plot_example_grid(items, tmp_path / "g.png", columns=2, title="demo: test split", legend=("true", "pred"))
+    (title, legend), = drawn
+    assert title == "demo: test split"
+    assert [(text, to_hex(colour)) for text, colour in legend] == [("true", to_hex(figures.TRUE_COLOUR)),
+                                                                    ("pred", to_hex(figures.PRED_COLOUR))]
 
 
 def test_plot_example_grid_rejects_bad_input(tmp_path):

@@ -19,12 +19,12 @@ import sensitivity.pipeline.extract as extract_module
 from sensitivity import __version__
 from sensitivity.datasets import DatasetError, read_manifest
 from sensitivity.images import ImageReadError
-from sensitivity.pipeline.evaluate import METHODS, evaluate
+from sensitivity.pipeline.evaluate import METHOD_NAMES, METHODS, evaluate
 from sensitivity.pipeline.extract import extract_shard
 from sensitivity.pipeline.fit import fit_regressor
 from sensitivity.pipeline.prepare import build_manifest
 from sensitivity.pipeline.split import make_split, read_split
-from sensitivity.pipeline.tables import corloc_table, to_markdown
+from sensitivity.pipeline.tables import corloc_display, corloc_table, to_markdown
 from sensitivity.boxes import largest_box
 from sensitivity.regress import BoxRegressor, decode_boxes
 from sensitivity.shape import shape_descriptors
@@ -351,7 +351,9 @@ def test_evaluate_table_equals_hand_recomputation(demo_dataset, shard_stores, fi
     for method in METHODS:
         np.testing.assert_allclose(table[f"corloc_{method}"], expected[f"corloc_{method}"], atol=1e-4)
         np.testing.assert_allclose(returned[f"corloc_{method}"], expected[f"corloc_{method}"])
-    assert paths["md"].read_text() == to_markdown(returned, "stages")
+    markdown = paths["md"].read_text()  # the table as read, then its notes (intervals, maps)
+    assert markdown.startswith(to_markdown(corloc_display(returned, METHOD_NAMES), "stages") + "\nCorLoc in % of")
+    assert "\n\nMaps: efficientnet_lite0, " in markdown
 
 
 # --- tables -----------------------------------------------------------------------------------------

@@ -63,6 +63,16 @@ def snakemake_command(workdir: Path, *args: str, configs: tuple[Path | str, ...]
             "--configfile", "demo_fast.yaml", *map(str, configs)]
 
 
+def make_demo_arguments() -> list[str]:
+    """The Snakemake arguments of the Makefile's `make demo` (the README's first command), after `--cores N`."""
+    lines = (REPO / "Makefile").read_text().splitlines()
+    recipe = lines[lines.index("demo: setup") + 1:]
+    words = next(line for line in recipe if "$(BIN)/snakemake" in line).split()
+    words = words[words.index("$(BIN)/snakemake") + 1:]
+    cores = words.index("--cores")
+    return words[:cores] + words[cores + 2:]
+
+
 def snakemake_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("SNAKEMAKE")}
 
@@ -110,9 +120,9 @@ def tree_mtimes(path: Path) -> dict[str, int]:
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory) -> Path:
-    """A finished run of the workflow on the 120 demo photos (the whole default target)."""
+    """A finished run of the workflow on the 120 demo photos: what `make demo` runs (the default target)."""
     workdir = copy_project(tmp_path_factory.mktemp("workflow") / "project")
-    result = snakemake(workdir, "results/demo_corloc.csv", "all")
+    result = snakemake(workdir, *make_demo_arguments())
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
     return workdir
 
@@ -133,11 +143,17 @@ def test_corloc_tables_agree_and_regression_beats_centre_box(demo_run) -> None:
         assert average[column] == pytest.approx(per_class[column].mean(), abs=1e-3)
 
     markdown = (demo_run / "results" / "demo_corloc.md").read_text()
+    assert "| class | test images | learned box, % | heuristic box, % | centre box, % |" in markdown
     rows = markdown_rows(markdown)
     assert [row[0] for row in rows] == table["class"].tolist()
     for row, expected in zip(rows, table.itertuples(index=False)):
         assert int(row[1]) == expected.n_images
-        assert [float(v) for v in row[2:]] == pytest.approx(list(expected[2:]), abs=0.006)
+        assert [float(v.split()[0]) for v in row[2:]] == pytest.approx(list(expected[2:]), abs=0.051)
+    # which maps and which box model: the chosen grid point of fit_summary.json
+    chosen = json.loads((demo_run / "results" / "demo" / "fit_summary.json").read_text())["chosen"]
+    assert "Maps: efficientnet_lite0, guided_backprop (gestalt target, max aggregation)" in markdown
+    assert f"Learned box: {chosen['features']} features, ridge, alpha {chosen['alpha']:g}" in markdown
+    assert "Wilson 95 % interval" in markdown and "Few test images: one image moves" in markdown
 
     # the paper's point, on genuine photos: the learned map beats the prior-only centre box
     assert average["corloc_regression"] > average["corloc_centre"], table.to_string()
@@ -200,6 +216,24 @@ def test_map_stores_have_the_documented_attributes(demo_run) -> None:
 @pytest.mark.slow
 def test_finished_run_has_nothing_to_do(demo_run, tmp_path) -> None:
     assert dry_run(demo_run, tmp_path) == {}
+
+
+@pytest.mark.slow
+def test_report_after_make_demo_opens_on_what_ran_and_how_well(demo_run, tmp_path) -> None:
+    """The README's report command, right after `make demo`: a landing page with the CorLoc table, captions."""
+    report = tmp_path / "report.html"
+    result = snakemake(demo_run, "--report", str(report), timeout=300)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    text = report.read_text()
+    table = pd.read_csv(demo_run / "results" / "demo_corloc.csv").set_index("class")
+    # the landing page: the description and the demo's table (its Average row) with its notes
+    average_cell = f'text-align:right\\">{table.loc["Average", "corloc_regression"]:.1f}</th>'
+    for words in ("how well it localized objects", "Dataset demo", "<h3>CorLoc on demo (test split)</h3>",
+                  "learned box, %", average_cell, "Maps: efficientnet_lite0, guided_backprop", "Learned box: "):
+        assert words in text, words
+    for caption in ("CorLoc per class on the test split", "true boxes green, the learned box red",
+                    "left out as bad input"):
+        assert caption in text, caption
 
 
 # --- what a config change reruns --------------------------------------------------------------------
@@ -306,6 +340,8 @@ def test_invalid_config_fails_before_any_job(fresh_project, tmp_path, case) -> N
     output = result.stdout + result.stderr
     assert result.returncode != 0
     assert "Error validating config file" in output and message in output, output[:3000]
+    # a few lines: the key and value, the problem, what is allowed, where it is documented (no schema dump)
+    assert "documented in workflow/schemas/config.schema.yaml" in output and len(output.splitlines()) <= 10, output
     assert not (fresh_project / "results").exists() and not (fresh_project / "logs").exists()
 
 
@@ -322,7 +358,7 @@ def test_inconsistent_config_fails_before_any_job_naming_the_key(fresh_project, 
 def test_documented_null_options_validate(fresh_project, tmp_path) -> None:
     """Options the config documents as "null to skip" pass validation (defaults are not forced into null)."""
     override = tmp_path / "nulls.yaml"
-    override.write_text("paper:\n  centre_box_check: null\n")
+    override.write_text("paper:\n  centre_box_check: null\n  datasets: [demo]\n")  # no ../shared in the copy
     result = snakemake(fresh_project, "-n", "paper", configs=(override,), timeout=120)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     assert "paper_centre_check" not in result.stdout + result.stderr
@@ -619,3 +655,44 @@ def test_killed_fit_reruns_only_the_fit_and_what_follows(demo_run, tmp_path) -> 
     assert {path: path.stat().st_mtime_ns for path in inputs} == kept
     assert not list(results.rglob("*.partial"))
     assert_same_results(workdir, demo_run)
+
+
+# --- what a newcomer meets first: console noise, missing folders, failing jobs --------------------------
+
+
+def test_profile_prints_no_empty_shell_commands(fresh_project) -> None:
+    result = snakemake(fresh_project, "-n", "--workflow-profile", "workflow/profiles/default", timeout=120)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0 and "rule extract_maps" in output, output[-3000:]
+    assert "Shell command: None" not in output
+
+
+@pytest.mark.slow
+def test_missing_dataset_root_fails_before_any_job_and_keeps_finished_results(demo_run, tmp_path) -> None:
+    workdir = tmp_path / "project"
+    shutil.copytree(demo_run, workdir, symlinks=True)
+    results = workdir / "results"
+    before = {path: path.stat().st_mtime_ns for path in results.rglob("*")}
+    override = tmp_path / "typo.yaml"
+    override.write_text("datasets:\n  demo:\n    roots: [data/demo/raccoon, data/demo/kangarooo]\n")
+    for args in (("-n",), ()):
+        result = snakemake(workdir, *args, configs=(override,), timeout=120)
+        output = result.stdout + result.stderr
+        assert result.returncode != 0
+        assert (f"datasets.demo.roots[1]: data/demo/kangarooo does not exist (relative to {workdir})"
+                in output), output
+        assert len(output.splitlines()) <= 6, output
+    assert {path: path.stat().st_mtime_ns for path in results.rglob("*")} == before  # nothing rerun or removed
+    assert dry_run(workdir, tmp_path) == {}  # the path fixed: nothing to do, no extraction
+
+
+def test_failing_job_says_why_on_the_console(tmp_path) -> None:
+    workdir = copy_project(tmp_path / "project")
+    (workdir / "empty" / "raccoon").mkdir(parents=True)
+    override = tmp_path / "empty.yaml"
+    override.write_text("datasets:\n  demo:\n    roots: [empty/raccoon]\n")
+    result = snakemake(workdir, "results/demo/manifest.csv", configs=(override,), timeout=300)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert (f"DatasetError: {workdir / 'empty' / 'raccoon'}: not a folder dataset: needs images/ and annotations/ "
+            f"sub-folders (traceback in logs/demo/manifest.log)") in output, output[-3000:]

@@ -75,6 +75,8 @@ def read_folder_dataset(
     rows: list[dict[str, object]] = []
     seen: dict[str, Path] = {}
     for root in [Path(r).absolute() for r in roots]:
+        if not root.is_dir():
+            raise DatasetError(root, "no such folder (the dataset root does not exist)")
         if not is_folder_dataset(root):
             raise DatasetError(root, "not a folder dataset: needs images/ and annotations/ sub-folders")
         images = _images_by_stem(root / "images")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -11,10 +12,38 @@ from sensitivity.boxes import CentreBoxBaseline, heuristic_boxes
 from sensitivity.metrics import fixed_box_ious
 from sensitivity.pipeline.classify import accuracy_note
 from sensitivity.pipeline.rows import RowMaps, labelled_rows
-from sensitivity.pipeline.tables import corloc_table, write_table
+from sensitivity.pipeline.tables import (
+    corloc_display,
+    corloc_table,
+    small_count_note,
+    write_table,
+)
 from sensitivity.regress import BoxRegressor
 
 METHODS = ("regression", "heuristic", "centre")
+#: Column titles of the Markdown and HTML tables.
+METHOD_NAMES = {"regression": "learned box", "heuristic": "heuristic box", "centre": "centre box"}
+
+
+def maps_note(regressor: BoxRegressor) -> str:
+    """How the evaluated maps were made, from the box model's record of its training maps."""
+    made = getattr(regressor, "provenance_", None)
+    if not made:
+        return ""
+    return (f"Maps: {made['model']}, {made['method']} ({made['target']} target, {made['aggregate']} "
+            f"aggregation), {made['map_size']}² pixels.")
+
+
+def box_model_note(summary_path: str | Path) -> str:
+    """Which learned box model the fit stage chose, on what, and among how many (from ``fit_summary.json``)."""
+    summary = json.loads(Path(summary_path).read_text())
+    chosen = summary["chosen"]
+    settings = [f"{chosen['features']} features", f"{chosen['solver']}", f"alpha {chosen['alpha']:g}"]
+    settings += [f"{key} {chosen[key]}" for key in ("pool", "normalize") if chosen.get(key) is not None]
+    return (f"Learned box: {', '.join(settings)}; chosen on {summary['chosen_on']} among "
+            f"{len(summary['candidates'])} candidates (CorLoc {100 * summary['val_corloc']:.1f} % on "
+            f"{summary['n_val_rows']} {summary['chosen_on']} images; {Path(summary_path).name}). Heuristic box: the "
+            "paper's (smoothed map, top pixels); centre box: the mean training box, centred.")
 
 
 def predict_test(rows: pd.DataFrame, stores: list[str], regressor: BoxRegressor, centre: CentreBoxBaseline,
@@ -43,24 +72,29 @@ def evaluate(manifest_path: str | Path, split_path: str | Path, stores: list[str
              predictions_path: str | Path, table_csv: str | Path, table_md: str | Path,
              sigma: float, fraction: float = 0.2, iou_threshold: float = 0.5, title: str = "",
              skipped_path: str | Path | None = None, classifier_path: str | Path | None = None,
-             fit_split: str = "train") -> pd.DataFrame:
+             fit_split: str = "train", summary_path: str | Path | None = None,
+             table_html: str | Path | None = None) -> pd.DataFrame:
     """Write per-image predictions and the per-class CorLoc table (CSV and Markdown); return the table.
 
     Under the Markdown table: ``skipped_path`` (the dataset's skipped-inputs CSV) adds their count,
     ``classifier_path`` (see :func:`~sensitivity.pipeline.classify.classifier_accuracy`) the classifier's
     top-1 / top-5. ``fit_split`` is the split the regressor and the centre box were fitted on; ``"test"``
     (``fit_on_test``, for test-only samples) is said under the table: the numbers are then not held out.
+    ``summary_path`` (the fit stage's ``fit_summary.json``) says which box model was chosen. The Markdown (and
+    ``table_html``) table gives CorLoc with Wilson 95 % intervals and the maps' model and method.
     """
     rows = labelled_rows(manifest_path, split_path)
     train = rows[rows["split"] == fit_split]
     centre = CentreBoxBaseline().fit(np.zeros(len(train)), np.stack(train["target_box"].to_numpy()))
-    predictions = predict_test(rows[rows["split"] == "test"], stores, BoxRegressor.load(model_path), centre,
-                               sigma, fraction)
+    regressor = BoxRegressor.load(model_path)
+    predictions = predict_test(rows[rows["split"] == "test"], stores, regressor, centre, sigma, fraction)
     for method in METHODS:
         predictions[f"{method}_correct"] = predictions[f"{method}_iou"] > iou_threshold
     predictions.to_csv(predictions_path, index=False, float_format="%.6g")
     table = corloc_table(predictions, METHODS)
-    notes = []
+    notes = [small_count_note(table), maps_note(regressor)]
+    if summary_path is not None:
+        notes.append(box_model_note(summary_path))
     if fit_split == "test":
         notes.append("fit_on_test: the box model and the centre box were fitted, and the hyper-parameters chosen, "
                      "on these same test images; a plumbing check, not a held-out result.")
@@ -68,5 +102,6 @@ def evaluate(manifest_path: str | Path, split_path: str | Path, stores: list[str
         notes.append(f"{n_skipped} input(s) skipped as bad input (listed in {Path(skipped_path).name}).")
     if classifier_path is not None:
         notes.append(accuracy_note(classifier_path))
-    write_table(table, table_csv, table_md, title, "\n\n".join(notes))
+    write_table(table, table_csv, table_md, title, "\n\n".join(note for note in notes if note),
+                shown=corloc_display(table, METHOD_NAMES), html_path=table_html)
     return table

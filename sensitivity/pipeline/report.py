@@ -18,8 +18,10 @@ def choose_examples(predictions: pd.DataFrame, per_class: int, seed: int) -> pd.
     return shuffled.groupby("label", sort=True).head(per_class).sort_values(["label", "image_id"])
 
 
-def example_figure(predictions_path: str | Path, figure_path: str | Path, per_class: int = 4, seed: int = 0) -> Path:
-    """Grid of test images with their true boxes (green) and the regression's box (red)."""
+def example_figure(predictions_path: str | Path, figure_path: str | Path, per_class: int = 4, seed: int = 0,
+                   title: str = "") -> Path:
+    """Grid of test images with their true boxes (green) and the regression's box (red), under ``title`` and a
+    legend saying which is which."""
     predictions = pd.read_csv(predictions_path, dtype={"image_id": str, "label": str})
     items = []
     for row in choose_examples(predictions, per_class, seed).itertuples(index=False):
@@ -28,4 +30,5 @@ def example_figure(predictions_path: str | Path, figure_path: str | Path, per_cl
         verdict = "✓" if row.regression_correct else "✗"
         items.append((read_image(row.path, max_side=512), None, predicted, true,
                       f"{row.label} IoU {row.regression_iou:.2f} {verdict}"))
-    return plot_example_grid(items, figure_path, columns=per_class)
+    return plot_example_grid(items, figure_path, columns=per_class, title=title,
+                             legend=("true box", "learned box (prediction)"))

@@ -2,10 +2,19 @@
 import os
 from pathlib import Path
 
+from jsonschema import ValidationError
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from sensitivity.pipeline.config_errors import describe_validation_error, missing_inputs
 
-validate(config, "../schemas/config.schema.yaml")
+
+try:
+    validate(config, "../schemas/config.schema.yaml")
+except WorkflowError as error:
+    if not isinstance(error.__context__, ValidationError):
+        raise
+    raise WorkflowError(describe_validation_error(error.__context__)) from None
 
 DATASET_DEFAULTS = {
     "target": "gestalt",
@@ -43,6 +52,17 @@ def check_kind_keys(datasets):
 
 
 check_kind_keys(config["datasets"])
+
+
+def check_inputs_exist(names):
+    """Stop before any job if a dataset of the default target reads a file or folder that does not exist."""
+    problems = [line for name in names if name in config["datasets"]
+                for line in missing_inputs(name, config["datasets"][name])]
+    if problems:
+        raise WorkflowError("\n".join(problems))
+
+
+check_inputs_exist(config["targets"])
 
 # Generated variants `<dataset>__<variant>`: a configured dataset with a few settings replaced (the paper's
 # target/aggregate combinations, the comparison's map methods). They reuse every rule unchanged; their
@@ -102,8 +122,10 @@ def reading_params(wildcards):
 
 
 def dataset_root_input(wildcards):
-    """Downloaded datasets are produced by the data rules; local ones are read in place."""
+    """Downloaded datasets are produced by the data rules; local ones are read in place, and must exist."""
     spec = dataset(wildcards.dataset)
+    if problems := missing_inputs(wildcards.dataset, spec):
+        raise WorkflowError("\n".join(problems))
     return [f"resources/{wildcards.dataset}/.extracted"] if spec.get("download") else []
 
 

@@ -8,14 +8,17 @@ rule evaluate:
         split="results/{dataset}/split.csv",
         maps=map_stores,
         model="results/{dataset}/regressor.npz",
+        summary="results/{dataset}/fit_summary.json",
         skipped="results/{dataset}_skipped.csv",
         classifier=classifier_table,
         code=code("pipeline/evaluate.py", "pipeline/tables.py", "pipeline/rows.py", "pipeline/classify.py",
                   "boxes.py", "metrics.py"),
     output:
         predictions="results/{dataset}_predictions.csv",
-        table=report("results/{dataset}_corloc.csv", category="CorLoc", labels={"dataset": "{dataset}"}),
+        table="results/{dataset}_corloc.csv",
         markdown="results/{dataset}_corloc.md",
+        html=report("results/{dataset}_corloc.html", caption="../report/corloc.rst", category="CorLoc",
+                    labels={"dataset": "{dataset}"}),
     params:
         evaluation=config["evaluation"],
         fit_on=fit_splits,
@@ -72,7 +75,8 @@ rule collect_skipped:
         maps=map_stores,
         code=code("pipeline/skipped.py"),
     output:
-        report("results/{dataset}_skipped.csv", category="Skipped inputs", labels={"dataset": "{dataset}"}),
+        report("results/{dataset}_skipped.csv", caption="../report/skipped.rst", category="Skipped inputs",
+               labels={"dataset": "{dataset}"}),
     log:
         "logs/{dataset}/skipped.log",
     conda:

@@ -81,9 +81,10 @@ rule methods_table:
         published="data/published_results.csv",
         code=code("pipeline/methods.py", "pipeline/tables.py", "boxes.py", "figures.py"),
     output:
-        table=report("results/{dataset}_methods.csv", category="Methods", labels={"dataset": "{dataset}", "what": "table"}),
+        table=report("results/{dataset}_methods.csv", caption="../report/methods_table.rst", category="Methods",
+                     labels={"dataset": "{dataset}", "what": "table"}),
         markdown="results/{dataset}_methods.md",
-        figure=report("results/{dataset}_methods.png", category="Methods",
+        figure=report("results/{dataset}_methods.png", caption="../report/methods_figure.rst", category="Methods",
                       labels={"dataset": "{dataset}", "what": "accuracy against cost"}),
     params:
         iou_levels=COMPARISON["iou_levels"],

@@ -6,10 +6,13 @@ rule example_figure:
         predictions="results/{dataset}_predictions.csv",
         code=code("pipeline/report.py", "figures.py"),
     output:
-        report("results/{dataset}/examples.png", category="Examples", labels={"dataset": "{dataset}"}),
+        report("results/{dataset}/examples.png", caption="../report/examples.rst", category="Examples",
+               labels={"dataset": "{dataset}"}),
     params:
         per_class=config["report"]["examples_per_class"],
         seed=config["report"]["seed"],
+        method=lambda wc: dataset(wc.dataset)["method"],
+        iou_threshold=config["evaluation"]["iou_threshold"],
     log:
         "logs/{dataset}/examples.log",
     conda:

@@ -14,7 +14,7 @@ rule speed:
         regressor=f"results/{SPEED_DATASET}/regressor.npz",
         code=code("speed.py", "localize.py", "map_methods.py", "maps.py", "models.py", "regress.py", "metrics.py"),
     output:
-        report("results/speed.csv", category="Speed", labels={"dataset": SPEED_DATASET}),
+        report("results/speed.csv", caption="../report/speed.rst", category="Speed", labels={"dataset": SPEED_DATASET}),
     params:
         model=config["model"],
         target=dataset(SPEED_DATASET)["target"],

@@ -20,4 +20,6 @@ evaluate(
     skipped_path=snakemake.input.skipped,
     classifier_path=snakemake.input.classifier[0] if snakemake.input.classifier else None,
     fit_split=snakemake.params.fit_on["train"],
+    summary_path=snakemake.input.summary,
+    table_html=snakemake.output.html,
 )
