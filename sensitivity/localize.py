@@ -30,7 +30,7 @@ from sensitivity.map_methods import compute_maps, method_settings
 from sensitivity.maps import AGGREGATES, TARGETS, Aggregate, Sensitivity, Target, pool_maps, resize_attention
 from sensitivity.metrics import threshold_box
 from sensitivity.models import LoadedModel
-from sensitivity.regress import BoxRegressor, check_provenance
+from sensitivity.regress import BoxRegressor, MapStack, check_provenance
 
 #: Default Gaussian smoothing of the heuristic box, in map pixels. Maps are at the network's input
 #: resolution (224×224 for the default model), where 4 pixels ≈ 1.8 % of the side: enough to merge the
@@ -203,16 +203,20 @@ def regression_boxes(model: LoadedModel, inputs: torch.Tensor, target: Target, a
     ``regressor``'s boxes (N, 4), with the maps and logits.
 
     The regressor gets what the workflow fitted it on: the map pooled to its map size, stacked with the
-    resized Grad-CAM map when it was fitted on (map, attention) stacks.
+    resized Grad-CAM map when it was fitted on (map, attention) stacks, with the classifier's embedding when
+    it uses one.
     """
     with_attention = regressor.n_channels_ > 1
     result = compute_maps(model, inputs, method, settings, target, aggregate, amp_dtype=amp_dtype,
-                          with_attention=with_attention)
+                          with_attention=with_attention or regressor.n_embedding_ > 0)
     size = regressor.map_shape_[0] if regressor.map_shape_ else result.maps.shape[-1]
     features = pool_maps(result.maps.detach(), size)
     if with_attention:  # as extraction stores them: pooled map, then the resized attention map
         features = torch.stack([features, resize_attention(result.attention, size)], dim=1)
-    return result, np.asarray(regressor.predict(features.float().cpu().numpy()), dtype=np.float64)
+    maps = features.float().cpu().numpy()
+    if regressor.n_embedding_:  # the classifier's embedding from the same forward pass
+        maps = MapStack(maps, result.embedding.cpu().numpy())
+    return result, np.asarray(regressor.predict(maps), dtype=np.float64)
 
 
 def _localize_batch(

@@ -50,6 +50,7 @@ from sensitivity.maps import (
     aggregate_channels,
     grad_cam,
     input_gradient,
+    pooled_activations,
     resize_attention,
     sensitivity,
 )
@@ -161,6 +162,10 @@ class _CleanPass:
     logits: torch.Tensor
     attention: torch.Tensor | None
 
+    @property
+    def embedding(self) -> torch.Tensor:
+        return pooled_activations(self.activations)
+
 
 def _clean_pass(network: nn.Module, images: torch.Tensor, target: Target, classes: torch.Tensor | None,
                 amp_dtype: torch.dtype | None, with_attention: bool) -> _CleanPass:
@@ -201,7 +206,7 @@ def input_x_gradient_map(model, images, target, aggregate, classes, amp_dtype, w
     """|x ⊙ gradient| of the same single pass (x: the preprocessed input)."""
     result = input_gradient(model, images, target, classes, amp_dtype, with_logits=True, with_attention=with_attention)
     maps = aggregate_channels((images * result.gradient).float(), aggregate)
-    return Sensitivity(maps, result.classes, result.logits, result.attention)
+    return Sensitivity(maps, result.classes, result.logits, result.attention, result.embedding)
 
 
 def _image_seeds(images: torch.Tensor, seed: int) -> list[int]:
@@ -231,7 +236,7 @@ def smoothgrad_map(model, images, target, aggregate, classes, amp_dtype, with_at
     for draw in smoothgrad_noise(images, samples, noise, seed):
         gradient = input_gradient(model, images + draw, target, clean.classes, amp_dtype).gradient
         total += aggregate_channels(gradient.float(), aggregate)
-    return Sensitivity(total / samples, clean.classes, clean.logits, clean.attention)
+    return Sensitivity(total / samples, clean.classes, clean.logits, clean.attention, clean.embedding)
 
 
 def gauss_legendre(steps: int) -> tuple[np.ndarray, np.ndarray]:
@@ -252,7 +257,7 @@ def integrated_gradients_map(model, images, target, aggregate, classes, amp_dtyp
         gradient = input_gradient(model, images * float(alpha), target, clean.classes, amp_dtype).gradient
         integral += float(weight) * gradient.float()
     return Sensitivity(aggregate_channels(images.float() * integral, aggregate), clean.classes, clean.logits,
-                       clean.attention)
+                       clean.attention, clean.embedding)
 
 
 GUIDED_MODULES = (nn.ReLU, nn.ReLU6)
@@ -302,7 +307,8 @@ def gradcam_map(model, images, target, aggregate, classes, amp_dtype, with_atten
     head's backward only (``aggregate`` does not apply)."""
     network = _split_network(model, "gradcam")
     clean = _clean_pass(network, _layout(model, images), target, classes, amp_dtype, with_attention=True)
-    return Sensitivity(resize_attention(clean.attention, images.shape[-1]).float(), clean.classes, clean.logits, None)
+    return Sensitivity(resize_attention(clean.attention, images.shape[-1]).float(), clean.classes, clean.logits, None,
+                       clean.embedding)
 
 
 def linear_head_weights(head: nn.Module) -> nn.Linear:
@@ -331,4 +337,5 @@ def cam_map(model, images, target, aggregate, classes, amp_dtype, with_attention
         maps = torch.einsum("nk,nkhw->nhw", weights, activations)
     else:
         maps = activations.mean(dim=1)
-    return Sensitivity(resize_attention(maps, images.shape[-1]).float(), clean.classes, clean.logits, None)
+    return Sensitivity(resize_attention(maps, images.shape[-1]).float(), clean.classes, clean.logits, None,
+                       clean.embedding)

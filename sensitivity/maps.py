@@ -30,15 +30,24 @@ TARGETS: tuple[str, ...] = ("class", "gestalt")
 AGGREGATES: tuple[str, ...] = ("max", "mean")
 
 
+def pooled_activations(activations: torch.Tensor) -> torch.Tensor:
+    """The classifier's embedding of each image (N, K) float32: the spatial mean of its last conv block's
+    activations A (N, K, h, w), whose mean is the Gestalt Total."""
+    return _at_least_float32(activations.detach()).mean(dim=(2, 3))
+
+
 @dataclass
 class Sensitivity:
     """Result of one batch: maps (N, H, W) float32; for the class target the class used; the logits when
-    computed; with ``with_attention`` the Grad-CAM map (N, h, w) float32 at the attention map's size."""
+    computed; with ``with_attention`` the Grad-CAM map (N, h, w) float32 at the attention map's size; and,
+    where the pass ran the last conv block on its own (``with_attention``, the Gestalt target, or a clean
+    pass), the classifier's embedding (:func:`pooled_activations`)."""
 
     maps: torch.Tensor
     classes: torch.Tensor | None = None
     logits: torch.Tensor | None = None
     attention: torch.Tensor | None = None
+    embedding: torch.Tensor | None = None
 
 
 def _network(model: LoadedModel | nn.Module) -> nn.Module:
@@ -98,6 +107,7 @@ class InputGradient:
     classes: torch.Tensor | None = None
     logits: torch.Tensor | None = None
     attention: torch.Tensor | None = None
+    embedding: torch.Tensor | None = None
 
 
 def input_gradient(
@@ -150,7 +160,8 @@ def input_gradient(
     else:
         (gradient,) = torch.autograd.grad(objective, inputs)
     return InputGradient(gradient, None if chosen is None else chosen.detach(),
-                         None if logits is None else logits.detach(), attention)
+                         None if logits is None else logits.detach(), attention,
+                         None if activations is None else pooled_activations(activations))
 
 
 def sensitivity(
@@ -176,7 +187,7 @@ def sensitivity(
         raise ValueError(f"unknown aggregate {aggregate!r}; expected one of {AGGREGATES}")
     result = input_gradient(model, images, target, classes, amp_dtype, with_logits, with_attention)
     return Sensitivity(aggregate_channels(result.gradient.float(), aggregate), result.classes, result.logits,
-                       result.attention)
+                       result.attention, result.embedding)
 
 
 def sensitivity_maps(

@@ -79,17 +79,21 @@ class MapStoreWriter:
         self._scale_buffer = np.zeros(n, dtype=np.float32)
         self._attention_scale_buffer = np.zeros(n, dtype=np.float32)
         self._has_attention = False
+        self._embedding: zarr.Array | None = None
         self._class_buffer = np.full(n, -1, dtype=np.int32)
         self._valid_buffer = np.zeros(n, dtype=bool)
         self._top5_buffer = np.full((n, TOP_K), -1, dtype=np.int32)
         self._skipped: list[dict[str, str]] = []
 
     def write(self, rows: np.ndarray, maps: np.ndarray, classes: np.ndarray | None = None,
-              top5: np.ndarray | None = None, attention: np.ndarray | None = None) -> None:
+              top5: np.ndarray | None = None, attention: np.ndarray | None = None,
+              embedding: np.ndarray | None = None) -> None:
         """Store float maps (b, S, S) for the given row indices (b,), with the class used, the top
-        classes (b, k <= 5) and the attention maps (b, S, S) when known."""
+        classes (b, k <= 5), the attention maps (b, S, S) and the classifier's embeddings (b, D) when known."""
         order = np.argsort(rows)  # zarr orthogonal indexing wants increasing rows
         rows = np.asarray(rows)[order]
+        if embedding is not None:
+            self._write_embedding(rows, np.asarray(embedding, dtype=np.float32)[order])
         self._scale_buffer[rows] = _write_scaled(self._maps, rows, np.asarray(maps)[order])
         if attention is not None:
             self._attention_scale_buffer[rows] = _write_scaled(self._attention, rows, np.asarray(attention)[order])
@@ -100,6 +104,14 @@ class MapStoreWriter:
         if top5 is not None:
             top5 = np.asarray(top5)[order]
             self._top5_buffer[rows, : top5.shape[1]] = top5
+
+    def _write_embedding(self, rows: np.ndarray, embedding: np.ndarray) -> None:
+        if self._embedding is None:
+            n = len(self._valid_buffer)
+            self._embedding = self._group.create_array(
+                "embedding", shape=(n, embedding.shape[1]), chunks=(max(1, min(CHUNK_MAPS, n)), embedding.shape[1]),
+                dtype="float32", compressors=ZstdCodec(level=3), fill_value=0)
+        self._embedding.oindex[rows] = embedding
 
     def record(self, attributes: dict) -> None:
         """Add attributes (e.g. how long the maps took) that are written when the store is closed."""
@@ -119,8 +131,9 @@ class MapStoreWriter:
         self._classes[:] = self._class_buffer
         self._valid[:] = self._valid_buffer
         self._top5[:] = self._top5_buffer
+        embedding = 0 if self._embedding is None else int(self._embedding.shape[1])
         self._group.attrs.update({**self._attributes, "skipped": self._skipped, "attention": self._has_attention,
-                                  "complete": True})
+                                  "embedding": embedding, "complete": True})
         if self.path.exists():
             shutil.rmtree(self.path)
         self.partial.rename(self.path)
@@ -142,6 +155,7 @@ class MapStore:
         if not self.attrs.get("complete"):
             raise StoreError(f"{self.path}: store is incomplete (its writer was interrupted)")
         self._maps, self._attention = group["maps"], group["attention"]
+        self._embedding = group["embedding"] if self.attrs.get("embedding") else None
         self.attention_scale = np.asarray(group["attention_scale"][:])
         self.image_ids = np.array(group["image_id"][:].tolist(), dtype=str)
         self.scale = np.asarray(group["scale"][:])
@@ -163,14 +177,22 @@ class MapStore:
         extra = np.asarray(self._attention[start:stop], dtype=np.float32) * self.attention_scale[start:stop, None, None]
         return np.stack([maps, extra], axis=1)
 
+    def read_embedding(self, start: int, stop: int) -> np.ndarray:
+        """The classifier's embeddings (stop - start, D) float32 of rows [start, stop)."""
+        if self._embedding is None:
+            raise StoreError(f"{self.path}: this store has no classifier embeddings (extract again)")
+        return np.asarray(self._embedding[start:stop], dtype=np.float32)
+
 
 def iter_maps(
-    paths: Iterable[str | Path], wanted: set[str] | None = None, batch_size: int = 1024, attention: bool = False
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    paths: Iterable[str | Path], wanted: set[str] | None = None, batch_size: int = 1024, attention: bool = False,
+    embedding: bool = False,
+) -> Iterator[tuple]:
     """Yield ``(image_ids, maps)`` blocks over several stores, in store order, valid images only.
 
     ``wanted`` restricts to those image ids; at most ``batch_size`` maps are in memory at a time. With
-    ``attention`` the maps are (n, 2, S, S) stacks (see :meth:`MapStore.read`).
+    ``attention`` the maps are (n, 2, S, S) stacks (see :meth:`MapStore.read`); with ``embedding`` the
+    blocks are ``(image_ids, maps, embeddings)``.
     """
     for path in paths:
         store = MapStore(path)
@@ -180,7 +202,8 @@ def iter_maps(
             if wanted is not None:
                 keep &= np.isin(store.image_ids[start:stop], list(wanted))
             if keep.any():
-                yield store.image_ids[start:stop][keep], store.read(start, stop, attention)[keep]
+                block = (store.image_ids[start:stop][keep], store.read(start, stop, attention)[keep])
+                yield block + (store.read_embedding(start, stop)[keep],) if embedding else block
 
 
 def store_attributes(paths: Iterable[str | Path]) -> list[dict]:
@@ -195,12 +218,13 @@ PROVENANCE_KEYS = ("model", "weights", "target", "aggregate", "class_source", "p
 
 def map_provenance(paths: Iterable[str | Path]) -> dict:
     """How the maps of these stores were made (:data:`PROVENANCE_KEYS`; ``attention``: whether every store
-    has the Grad-CAM channel). Stores made differently are an error naming both and the first difference."""
+    has the Grad-CAM channel; ``embedding``: the classifier embedding's dimension, 0 unless every store has it). Stores made differently are an error naming both and the first difference."""
     paths = list(paths)
     if not paths:
         raise StoreError("no map stores given")
     first = None
     attention = True
+    embedding = 2**31
     for path in paths:
         attrs = MapStore(path).attrs
         made = {key: attrs.get(key) for key in PROVENANCE_KEYS}
@@ -213,4 +237,5 @@ def map_provenance(paths: Iterable[str | Path]) -> dict:
             raise StoreError(f"{path}: maps made with {key}={made[key]!r}, but {first[0]} with {first[1][key]!r}; "
                              "extract the shards again with one setting")
         attention &= bool(attrs.get("attention"))
-    return first[1] | {"attention": attention}
+        embedding = min(embedding, int(attrs.get("embedding") or 0))
+    return first[1] | {"attention": attention, "embedding": embedding}

@@ -26,7 +26,7 @@ from sensitivity.pipeline.prepare import build_manifest
 from sensitivity.pipeline.split import make_split, read_split
 from sensitivity.pipeline.tables import corloc_display, corloc_table, to_markdown
 from sensitivity.boxes import largest_box
-from sensitivity.regress import BoxRegressor, decode_boxes
+from sensitivity.regress import BoxRegressor, MapStack, decode_boxes
 from sensitivity.shape import shape_descriptors
 from sensitivity.store import MapStore, MapStoreWriter, StoreError, iter_maps
 
@@ -213,7 +213,7 @@ def _hand_corloc(pred: np.ndarray, gt: list[np.ndarray], threshold: float = 0.5)
 def fitted(demo_dataset, shard_stores) -> dict:
     root = demo_dataset["root"]
     fit_regressor(demo_dataset["manifest"], demo_dataset["split"], [str(p) for p in shard_stores],
-                  root / "regressor.npz", root / "fit_summary.json", grid=GRID)
+                  root / "regressor.npz", root / "fit_summary.json", grid=GRID, selection={"method": "val"})
     return {"model": root / "regressor.npz", "summary": json.loads((root / "fit_summary.json").read_text())}
 
 
@@ -225,14 +225,14 @@ def test_fit_summary_has_every_grid_point_and_keeps_the_best_on_val(demo_dataset
     assert {(c["alpha"], c["pool"], c["normalize"], c["target"]) for c in candidates} == expected
     scores = [c["val_corloc"] for c in candidates]
     best = candidates[int(np.argmax(scores))]
-    assert summary["val_corloc"] == max(scores)
-    assert summary["chosen"] == {k: best[k] for k in ("features", "alpha", "pool", "normalize", "target")} | \
-        {"solver": "ridge"}
+    assert summary["score"] == max(scores) and summary["selection"] == "val"
+    assert summary["chosen"] == {k: best[k] for k in ("features", "alpha", "pool", "normalize", "target",
+                                                      "embedding_components")} | {"solver": "ridge"}
     assert {c["features"] for c in candidates} == {"pooled"}  # the grid's default
 
     split = read_split(demo_dataset["split"])
-    assert summary["n_val_rows"] == int((split == "val").sum())
-    assert summary["n_train_rows"] == int((split == "train").sum())
+    assert summary["n_choice_rows"] == int((split == "val").sum())
+    assert summary["n_fit_rows"] == int((split == "train").sum())
 
     # the saved model is the chosen one, and its val CorLoc recomputed by hand is the reported one
     model = BoxRegressor.load(fitted["model"])
@@ -245,7 +245,52 @@ def test_fit_summary_has_every_grid_point_and_keeps_the_best_on_val(demo_dataset
         maps.append(block)
     gt = [np.asarray(json.loads(manifest.loc[i, "boxes"])) for i in val_ids]
     ious = _hand_corloc(model.predict(np.concatenate(maps)), gt)
-    assert np.isclose((ious > 0.5).mean(), summary["val_corloc"])
+    assert np.isclose((ious > 0.5).mean(), summary["score"])
+
+
+def test_cross_validation_scores_every_candidate_on_held_out_folds_and_refits_the_best(
+        demo_dataset, shard_stores, tmp_path) -> None:
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    grid = {"alpha": [0.1, 100.0], "pool": [7], "normalize": ["max"], "parameterisation": ["corners"],
+            "features": ["pooled", "shape"], "embedding_components": [0, 8]}
+    fit_regressor(demo_dataset["manifest"], demo_dataset["split"], [str(p) for p in shard_stores],
+                  tmp_path / "regressor.npz", tmp_path / "summary.json", grid=grid,
+                  selection={"method": "cv", "folds": 3, "seed": 1})
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    candidates = summary["candidates"]
+    assert [(c["features"], c["embedding_components"], c["alpha"]) for c in candidates] == [
+        ("pooled", 0, 0.1), ("pooled", 0, 100.0), ("shape", 0, 0.1), ("shape", 0, 100.0), ("shape", 8, 0.1),
+        ("shape", 8, 100.0)]
+    assert summary["selection"] == "cv" and summary["fitted_on"] == ["train", "val"]
+
+    # one candidate's folds redone by hand: images grouped, classes stratified, fitted on the other folds
+    split = read_split(demo_dataset["split"])
+    manifest = read_manifest(demo_dataset["manifest"])
+    rows = manifest[manifest["image_id"].map(split).isin({"train", "val"})].reset_index(drop=True)
+    stacks = {}
+    for ids, block, embedding in iter_maps(shard_stores, attention=True, embedding=True):
+        stacks.update({i: (b, e) for i, b, e in zip(ids, block, embedding)})
+    rows = rows[rows["image_id"].isin(stacks)].reset_index(drop=True)
+    gt = [np.asarray(json.loads(b)) for b in rows["boxes"]]
+    X = MapStack(np.stack([stacks[i][0] for i in rows["image_id"]]), np.stack([stacks[i][1] for i in rows["image_id"]]))
+    y = np.stack([largest_box(g) for g in gt])
+    assert X.embedding.shape[1] == 1280
+    folds = StratifiedGroupKFold(3, shuffle=True, random_state=1).split(rows, rows["label"], rows["image_id"])
+    per_fold = []
+    for fit_part, held_out in folds:
+        model = BoxRegressor(features="shape", alpha=100.0, embedding_components=8).fit(X[fit_part], y[fit_part])
+        per_fold.append((_hand_corloc(model.predict(X[held_out]), [gt[k] for k in held_out]) > 0.5).mean())
+    np.testing.assert_allclose(candidates[5]["fold_corloc"], per_fold)
+    assert np.isclose(candidates[5]["cv_corloc"], np.mean(per_fold))
+    assert np.isclose(candidates[5]["cv_corloc_std"], np.std(per_fold))
+
+    # the best candidate, refitted on train + val
+    best = int(np.argmax([c["cv_corloc"] for c in candidates]))
+    assert summary["score"] == candidates[best]["cv_corloc"] and summary["n_fit_rows"] == len(rows)
+    saved = BoxRegressor.load(tmp_path / "regressor.npz")
+    assert saved.alpha == candidates[best]["alpha"] and saved.features == candidates[best]["features"]
+    assert saved.n_samples_seen_ == len(rows)
 
 
 def test_fit_with_shape_features_describes_map_and_attention(demo_dataset, shard_stores, tmp_path) -> None:

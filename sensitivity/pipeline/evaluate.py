@@ -40,9 +40,11 @@ def box_model_note(summary_path: str | Path) -> str:
     chosen = summary["chosen"]
     settings = [f"{chosen['features']} features", f"{chosen['solver']}", f"alpha {chosen['alpha']:g}"]
     settings += [f"{key} {chosen[key]}" for key in ("pool", "normalize") if chosen.get(key) is not None]
-    return (f"Learned box: {', '.join(settings)}; chosen on {summary['chosen_on']} among "
-            f"{len(summary['candidates'])} candidates (CorLoc {100 * summary['val_corloc']:.1f} % on "
-            f"{summary['n_val_rows']} {summary['chosen_on']} images; {Path(summary_path).name}). Heuristic box: the "
+    if chosen.get("embedding_components"):
+        settings.append(f"{chosen['embedding_components']} embedding components")
+    return (f"Learned box: {', '.join(settings)}; chosen by {summary['chosen_on']} among "
+            f"{len(summary['candidates'])} candidates (CorLoc {100 * summary['score']:.1f} % on "
+            f"{summary['n_choice_rows']} images; {Path(summary_path).name}). Heuristic box: the "
             "paper's (smoothed map, top pixels); centre box: the mean training box, centred.")
 
 
@@ -50,7 +52,8 @@ def predict_test(rows: pd.DataFrame, stores: list[str], regressor: BoxRegressor,
                  sigma: float, fraction: float, batch_size: int = 1024) -> pd.DataFrame:
     """One row per test (image, class): each method's box and its best IoU with the class's boxes."""
     blocks = []
-    for block, maps in RowMaps(stores, rows, batch_size, attention=regressor.n_channels_ > 1):
+    for block, maps in RowMaps(stores, rows, batch_size, attention=regressor.n_channels_ > 1,
+                               embedding=regressor.n_embedding_ > 0):
         predictions = {
             "regression": regressor.predict(maps),
             "heuristic": heuristic_boxes(maps[:, 0] if maps.ndim == 4 else maps, sigma=sigma, fraction=fraction),

@@ -137,7 +137,8 @@ def extract_shard(
         maps = pool_maps(result.maps, map_size)
         top = result.logits.topk(min(TOP_K, result.logits.shape[1]), dim=1).indices
         attention = None if result.attention is None else resize_attention(result.attention, map_size).cpu().numpy()
+        embedding = None if result.embedding is None else result.embedding.cpu().numpy()
         writer.write(rows, maps.cpu().numpy(), None if result.classes is None else result.classes.cpu().numpy(),
-                     top.cpu().numpy(), attention)
+                     top.cpu().numpy(), attention, embedding)
     writer.record({"map_seconds": seconds, "device": str(torch_device)})
     return writer.close()

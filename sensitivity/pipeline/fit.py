@@ -1,12 +1,15 @@
-"""Stage 4: fit the map → box regression on train maps, choosing hyper-parameters on val only."""
+"""Stage 4: fit the map → box regression, choosing the box model by cross-validation on train + val (or on val)."""
 
 from __future__ import annotations
 
 import itertools
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedGroupKFold
 
 from sensitivity.boxes import correct_localizations
 from sensitivity.pipeline.rows import RowMaps, labelled_rows
@@ -14,26 +17,33 @@ from sensitivity.regress import BoxRegressor
 from sensitivity.store import map_provenance
 
 
-def candidate_settings(grid: dict) -> list[dict]:
+#: How the box model is chosen when the config does not say: K-fold cross-validation on train + val.
+DEFAULT_SELECTION = {"method": "cv", "folds": 5, "seed": 0}
+
+
+def candidate_settings(grid: dict, embedding: bool = False) -> list[dict]:
     """BoxRegressor settings of every grid point but alpha, in grid order. ``pool`` and ``normalize`` only
-    apply to ``features: pooled``; ``shape`` features get one setting per box parameterisation."""
+    apply to ``features: pooled``; ``shape`` features get one setting per box parameterisation and, where the
+    stores hold the classifier's embeddings (``embedding``), per number of its principal components."""
     settings = []
+    components = [k for k in grid.get("embedding_components", [0]) if embedding or k == 0] or [0]
     for features in grid.get("features", ["pooled"]):
         if features == "pooled":
             settings += [{"features": features, "pool": pool, "normalize": normalize, "target": parameterisation}
                          for pool, normalize, parameterisation in itertools.product(
                              grid["pool"], grid["normalize"], grid["parameterisation"])]
         else:
-            settings += [{"features": features, "target": parameterisation} for parameterisation in grid["parameterisation"]]
+            settings += [{"features": features, "target": parameterisation, "embedding_components": k}
+                         for parameterisation, k in itertools.product(grid["parameterisation"], components)]
     return settings
 
 
-def candidate_models(grid: dict, solver: str, sgd: dict, train: RowMaps) -> list[BoxRegressor]:
+def candidate_models(grid: dict, solver: str, sgd: dict, train: RowMaps, embedding: bool = False) -> list[BoxRegressor]:
     """Fit every grid point; ridge alphas share one pass over the train maps per setting."""
     if solver != "ridge" and "shape" in grid.get("features", []):
         raise ValueError("regression.grid.features 'shape' needs regression.solver 'ridge'")
     fitted = []
-    for setting in candidate_settings(grid):
+    for setting in candidate_settings(grid, embedding):
         base = BoxRegressor(solver=solver, **setting, **sgd)
         if solver == "ridge":
             fitted.extend(base.fit_alpha_path(train.boxes(), grid["alpha"]))
@@ -42,12 +52,12 @@ def candidate_models(grid: dict, solver: str, sgd: dict, train: RowMaps) -> list
     return fitted
 
 
-def validation_corloc(models: list[BoxRegressor], val: RowMaps, threshold: float) -> np.ndarray:
-    """CorLoc of each model on the val rows, from one pass over the val maps (features computed once per
-    feature setting)."""
+def correct_counts(models: list[BoxRegressor], rows: RowMaps, threshold: float) -> tuple[np.ndarray, int]:
+    """Rows each model localizes correctly and the number of rows, from one pass over their maps (features
+    computed once per feature setting)."""
     correct = np.zeros(len(models))
     count = 0
-    for block, maps in val:
+    for block, maps in rows:
         features: dict[tuple, np.ndarray] = {}
         for k, model in enumerate(models):
             key = model.feature_settings()
@@ -56,41 +66,102 @@ def validation_corloc(models: list[BoxRegressor], val: RowMaps, threshold: float
             boxes = model.predict_features(features[key])
             correct[k] += correct_localizations(boxes, list(block["gt"]), threshold).sum()
         count += len(block)
+    return correct, count
+
+
+def validation_corloc(models: list[BoxRegressor], val: RowMaps, threshold: float) -> np.ndarray:
+    """CorLoc of each model on the val rows."""
+    correct, count = correct_counts(models, val, threshold)
     if count == 0:
         raise ValueError("the val split has no image with a map; cannot choose hyper-parameters")
     return correct / count
 
 
+def image_folds(rows: pd.DataFrame, folds: int, seed: int) -> np.ndarray:
+    """Fold (0..folds-1) of each row: every row of an image in one fold, classes spread over the folds
+    (scikit-learn's ``StratifiedGroupKFold``, shuffled with ``seed``)."""
+    n_images = rows["image_id"].nunique()
+    if not 2 <= folds <= n_images:
+        raise ValueError(f"cross-validation needs 2 <= folds <= {n_images} images, got folds={folds}")
+    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    fold = np.empty(len(rows), dtype=np.int64)
+    with warnings.catch_warnings():  # classes with fewer images than folds cannot be in every fold
+        warnings.simplefilter("ignore", UserWarning)
+        for k, (_, held_out) in enumerate(splitter.split(rows, rows["label"], groups=rows["image_id"])):
+            fold[held_out] = k
+    return fold
+
+
+def cross_validated_corloc(grid: dict, solver: str, sgd: dict, stores: list[str], rows: pd.DataFrame,
+                           attention: bool, embedding: bool, threshold: float, folds: int, seed: int,
+                           batch_size: int) -> tuple[list[dict], np.ndarray]:
+    """Every candidate fitted on all folds but one and scored on that one: the candidates' settings and
+    their CorLoc per fold (candidates, folds)."""
+    fold = image_folds(rows, folds, seed)
+    scores = []
+    for k in range(folds):
+        fit_rows, held_out = rows[fold != k], rows[fold == k]
+        models = candidate_models(grid, solver, sgd, RowMaps(stores, fit_rows, batch_size, attention, embedding),
+                                  embedding)
+        correct, count = correct_counts(models, RowMaps(stores, held_out, batch_size, attention, embedding), threshold)
+        scores.append(correct / max(count, 1))
+    return [model.get_params() for model in models], np.column_stack(scores)
+
+
 def fit_regressor(manifest_path: str | Path, split_path: str | Path, stores: list[str], model_path: str | Path,
                   summary_path: str | Path, grid: dict, solver: str = "ridge", sgd: dict | None = None,
                   iou_threshold: float = 0.5, batch_size: int = 1024, train_split: str = "train",
-                  val_split: str = "val") -> BoxRegressor:
-    """Fit all candidates on train, keep the best on val (ties: first in grid order), save it and a summary.
+                  val_split: str = "val", selection: dict | None = None) -> BoxRegressor:
+    """Choose the box model among the grid's candidates, save it and a summary.
 
-    ``train_split`` / ``val_split`` name the splits used for fitting and choosing: ``"test"`` for both is the
-    ``fit_on_test`` plumbing mode of test-only samples (the summary records it).
+    ``selection`` ``{"method": "cv", "folds": K, "seed": S}`` (the default) scores every candidate by K-fold
+    cross-validation on train + val (folds grouped by image, stratified by class) and refits the best on
+    train + val; ``{"method": "val"}`` fits on train and keeps the best on val. Ties: first in grid order.
+    ``train_split`` / ``val_split`` name the splits: ``"test"`` for both is the ``fit_on_test`` plumbing mode
+    of test-only samples (the summary records it).
     """
+    selection = DEFAULT_SELECTION | (selection or {})
+    if selection["method"] not in ("cv", "val"):
+        raise ValueError(f"regression.selection.method must be 'cv' or 'val', got {selection['method']!r}")
     rows = labelled_rows(manifest_path, split_path)
     if not (rows["split"] == train_split).any():
         raise ValueError(f"{split_path}: the {train_split} split has no image; cannot fit a box model")
     provenance = map_provenance(stores)
-    # Shape features also describe the Grad-CAM maps, where the map method stored them.
-    has_attention = provenance.pop("attention")
-    attention = "shape" in grid.get("features", []) and has_attention
-    train = RowMaps(stores, rows[rows["split"] == train_split], batch_size, attention)
-    val = RowMaps(stores, rows[rows["split"] == val_split], batch_size, attention)
-    models = candidate_models(grid, solver, sgd or {}, train)
-    scores = validation_corloc(models, val, iou_threshold)
-    best = models[int(np.argmax(scores))]
+    # Shape features also describe the Grad-CAM maps and the classifier's embedding, where stored.
+    has_attention, has_embedding = provenance.pop("attention"), provenance.pop("embedding") > 0
+    shape = "shape" in grid.get("features", [])
+    attention, embedding = shape and has_attention, shape and has_embedding
+    sgd = sgd or {}
+    choice_rows = rows[rows["split"].isin({train_split, val_split})]
+    if selection["method"] == "cv":
+        params, fold_scores = cross_validated_corloc(grid, solver, sgd, stores, choice_rows, attention, embedding,
+                                                     iou_threshold, selection["folds"], selection["seed"], batch_size)
+        scores = fold_scores.mean(axis=1)
+        best = BoxRegressor(**params[int(np.argmax(scores))]).fit_batches(
+            RowMaps(stores, choice_rows, batch_size, attention, embedding).boxes())
+        chosen_on = f"{selection['folds']}-fold cross-validation on {' + '.join(dict.fromkeys([train_split, val_split]))}"
+        candidates = [settings_of(p) | {"cv_corloc": float(m), "cv_corloc_std": float(f.std()), "fold_corloc":
+                                       [float(x) for x in f]} for p, m, f in zip(params, scores, fold_scores)]
+        n_choice_rows, fitted_on = len(choice_rows), sorted({train_split, val_split})
+    else:
+        train = RowMaps(stores, rows[rows["split"] == train_split], batch_size, attention, embedding)
+        models = candidate_models(grid, solver, sgd, train, embedding)
+        scores = validation_corloc(models, RowMaps(stores, rows[rows["split"] == val_split], batch_size, attention,
+                                                   embedding), iou_threshold)
+        best = models[int(np.argmax(scores))]
+        chosen_on = val_split
+        candidates = [settings_of(m.get_params()) | {"val_corloc": float(s)} for m, s in zip(models, scores)]
+        n_choice_rows, fitted_on = int((rows["split"] == val_split).sum()), [train_split]
     best.provenance_ = provenance
     summary = {
-        "chosen": model_settings(best) | {"solver": solver},
-        "val_corloc": float(scores.max()),
-        "n_train_rows": int(best.n_samples_seen_),
-        "n_val_rows": int((rows["split"] == val_split).sum()),
-        "fitted_on": train_split,
-        "chosen_on": val_split,
-        "candidates": [model_settings(m) | {"val_corloc": float(s)} for m, s in zip(models, scores)],
+        "chosen": settings_of(best.get_params()) | {"solver": solver},
+        "selection": selection["method"],
+        "chosen_on": chosen_on,
+        "score": float(scores.max()),
+        "n_choice_rows": n_choice_rows,
+        "n_fit_rows": int(best.n_samples_seen_),
+        "fitted_on": fitted_on,
+        "candidates": candidates,
     }
     # The summary first, the model last, each written aside and renamed into place: a fit killed at any
     # point leaves no half-written file, and a model at its final path always ends a finished fit.
@@ -99,10 +170,11 @@ def fit_regressor(manifest_path: str | Path, split_path: str | Path, stores: lis
     return best
 
 
-def model_settings(model: BoxRegressor) -> dict:
-    """The grid settings of a candidate; ``pool`` and ``normalize`` are null for shape features (unused)."""
-    params = model.get_params()
-    settings = {key: params[key] for key in ("features", "alpha", "pool", "normalize", "target")}
+def settings_of(params: dict) -> dict:
+    """The grid settings of a candidate's parameters; ``pool`` and ``normalize`` are null for shape features
+    (unused)."""
+    settings = {key: params[key] for key in ("features", "alpha", "pool", "normalize", "target",
+                                             "embedding_components")}
     return settings | ({"pool": None, "normalize": None} if params["features"] == "shape" else {})
 
 

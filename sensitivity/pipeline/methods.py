@@ -77,7 +77,8 @@ def predict_rows(stores: Sequence[str | Path], rows: pd.DataFrame, regressor: Bo
     seconds each box method took on these maps."""
     seconds = dict.fromkeys(BOX_METHODS, 0.0)
     blocks, all_contours = [], []
-    for block, maps in RowMaps(stores, rows, batch_size, attention=regressor.n_channels_ > 1):
+    for block, maps in RowMaps(stores, rows, batch_size, attention=regressor.n_channels_ > 1,
+                               embedding=regressor.n_embedding_ > 0):
         own = _channel(maps)
         boxes = {}
         for method, run in (("heuristic", lambda: heuristic_boxes(own, sigma=sigma, fraction=fraction)),

@@ -17,4 +17,5 @@ fit_regressor(
     iou_threshold=snakemake.params.iou_threshold,
     train_split=snakemake.params.fit_on["train"],
     val_split=snakemake.params.fit_on["val"],
+    selection=r["selection"],
 )
