@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # The tested torch build; any torch >= 2.4 works for users who install it themselves.
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup demo test lint
+.PHONY: setup demo test lint box-model
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,3 +26,9 @@ test: setup
 
 lint: setup
 	$(BIN)/snakemake --lint
+
+# The box model `sensitivity localize` uses by default, rebuilt byte for byte from the ImageNet sample of
+# ../shared (configs/box_model.yaml).
+box-model: setup
+	$(BIN)/snakemake --cores 2 results/box_model/regressor.npz --configfile configs/box_model.yaml
+	cp results/box_model/regressor.npz sensitivity/box_models/imagenet_efficientnet_lite0.npz

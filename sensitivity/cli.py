@@ -117,6 +117,9 @@ DEFAULT_OUT = "localize_out"
 #: sensitivity.localize.MAP_DEFAULTS and its boxes without a regressor, repeated for the same reason.
 MAP_DEFAULTS = {"model": "efficientnet_lite0", "target": "class", "aggregate": "mean", "method": "gradcam"}
 BOXES = ("threshold", "heuristic")
+#: ``--box``: a learned box model (``--regressor FILE``, else the one shipped with the package), or a box
+#: without learning.
+BOX_CHOICES = ("learned", *BOXES)
 
 #: sensitivity.images.MAX_PIXELS, repeated for the same reason.
 DEFAULT_MAX_PIXELS = 400_000_000
@@ -141,7 +144,7 @@ def _add_localize(subparsers) -> None:
     p.add_argument("-r", "--recursive", action="store_true",
                    help="folders also give the images of their sub-folders")
     p.add_argument("--model", default=None,
-                   help=f"network name (default: the regressor's, else {MAP_DEFAULTS['model']}, embedded)")
+                   help=f"network name (default: the box model's, else {MAP_DEFAULTS['model']}, embedded)")
     p.add_argument("--weights", default=None, metavar="PATH",
                    help="state dict to load instead of the default pretrained weights")
     p.add_argument("--target", choices=("class", "gestalt"), default=None,
@@ -153,12 +156,15 @@ def _add_localize(subparsers) -> None:
                    help="map method: gradient, input_x_gradient, smoothgrad, integrated_gradients, guided_backprop, "
                         f"gradcam or cam (default: the regressor's, else {MAP_DEFAULTS['method']})")
     p.add_argument("--regressor", default=None, metavar="FILE",
-                   help="fitted BoxRegressor (.npz); without it, boxes come from --box. A workflow regressor "
-                        "records the model, target, aggregate and map method of its maps: they are the defaults, "
-                        "and other values are an error")
-    p.add_argument("--box", choices=BOXES, default=BOXES[0],
-                   help="without --regressor: the map thresholded at --threshold, the box of its largest region, "
-                        "or the paper's heuristic box (default: %(default)s)")
+                   help="box model (.npz) fitted by the workflow (results/<dataset>/regressor.npz); default: the "
+                        "one shipped with the package, fitted on ImageNet photos. A box model records the model, "
+                        "target, aggregate and map method of its maps: they are the defaults, and other values "
+                        "are an error")
+    p.add_argument("--box", choices=BOX_CHOICES, default=None,
+                   help="learned: the box model's box (--regressor, else the shipped one); threshold: the map "
+                        "thresholded at --threshold, the box of its largest region; heuristic: the paper's box. "
+                        "Default: learned, or threshold when a --model/--target/--aggregate/--method flag asks for "
+                        "maps the shipped box model was not fitted on")
     p.add_argument("--threshold", type=_unit_interval, default=None, metavar="TAU",
                    help="threshold box: τ on the min-max normalised map (default: the one chosen for the map method "
                         "on ImageNet, e.g. 0.29 for gradcam)")
@@ -179,6 +185,34 @@ def _add_localize(subparsers) -> None:
     p.add_argument("--batch-size", type=_positive_int, default=8, metavar="N",
                    help="images per forward/backward pass (default: %(default)s)")
     p.set_defaults(run=_run_localize)
+
+
+def _box_model(args: argparse.Namespace) -> tuple:
+    """The box model asked for (``--regressor``, else the shipped one unless ``--box`` says otherwise), the
+    ``--box`` value (None: not given) and the name the model's errors use."""
+    from sensitivity.localize import DEFAULT_BOX_MODEL, default_box_model
+    from sensitivity.regress import BoxRegressor
+
+    if args.regressor is not None:
+        if args.box not in (None, "learned"):
+            raise UsageError(f"--box {args.box}: --regressor gives a learned box; drop one of them")
+        try:
+            return BoxRegressor.load(args.regressor), "learned", args.regressor
+        except (OSError, ValueError) as error:
+            raise UsageError(f"--regressor: {error}") from None
+    if args.box in (None, "learned"):
+        return default_box_model(), args.box, f"the shipped box model {DEFAULT_BOX_MODEL.name}"
+    return None, args.box, "the regressor"
+
+
+def _fitted_on(regressor) -> str:
+    """What a box model was fitted on, in words (from its ``fitted_on_`` record)."""
+    made, fitted = getattr(regressor, "provenance_", {}), getattr(regressor, "fitted_on_", None) or {}
+    maps = f"{made.get('method', '?')} maps of {made.get('model', '?')}"
+    if not fitted:
+        return maps
+    return (f"{maps}, fitted on {fitted['n_images']} {fitted['dataset']} images; {fitted['selection']} CorLoc "
+            f"{100 * fitted['score']:.1f} %")
 
 
 def _input_error(failure: Failure, recursive: bool) -> str:
@@ -202,7 +236,6 @@ def _run_localize(args: argparse.Namespace) -> int:
     )
     from sensitivity.map_methods import CONV_BLOCK_METHODS
     from sensitivity.models import UnknownModelError, WeightsError, load_model
-    from sensitivity.regress import BoxRegressor
 
     csv_path = Path(args.boxes_csv) if args.boxes_csv is not None else None
     if csv_path is not None and csv_path.is_dir():
@@ -210,17 +243,20 @@ def _run_localize(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out is not None else None if csv_path is not None else Path(DEFAULT_OUT)
     images, input_failures = expand_image_paths(args.images, recursive=args.recursive)
     device = _resolve_device(args.device)
-    regressor = None
-    if args.regressor is not None:
-        try:
-            regressor = BoxRegressor.load(args.regressor)
-        except (OSError, ValueError) as error:
-            raise UsageError(f"--regressor: {error}") from None
+    regressor, box, source = _box_model(args)
+    given = {"model": args.model, "target": args.target, "aggregate": args.aggregate, "method": args.method}
     try:
-        options = map_options(regressor, args.regressor, model=args.model, target=args.target,
-                              aggregate=args.aggregate, method=args.method)
+        options = map_options(regressor, source, **given)
     except ValueError as error:
-        raise UsageError(f"--{'regressor' if getattr(regressor, 'provenance_', None) else 'method'}: {error}") from None
+        if args.regressor is not None or box == "learned":
+            flag = "--regressor" if args.regressor is not None else "--box learned"
+            raise UsageError(f"{flag}: {error} (or --box threshold / heuristic for a box without learning)") from None
+        if regressor is None:
+            raise UsageError(f"--method: {error}") from None
+        regressor, box = None, "threshold"  # the flags ask for maps the shipped box model was not fitted on
+        options = map_options(None, **given)
+        _write(sys.stderr, f"note: {error}; boxes come from the threshold box instead\n")
+    box = box or "learned"
     total = len(images) + len(input_failures)
     readable, unread = first_readable(images, max_pixels=args.max_pixels)
     if readable is None:
@@ -236,7 +272,10 @@ def _run_localize(args: argparse.Namespace) -> int:
             check_regressor(regressor, model)
         except ValueError as error:
             raise UsageError(f"--regressor: {error}") from None
-    elif args.box == "heuristic":
+        if args.regressor is None:
+            _write(sys.stderr, f"boxes come from the shipped box model ({_fitted_on(regressor)}; --box threshold or "
+                               "heuristic for a box without learning)\n")
+    elif box == "heuristic":
         _write(sys.stderr, f"no --regressor given: boxes come from the heuristic on the {options['method']} map "
                            f"(Gaussian σ={args.sigma:g} map pixels, top {args.fraction * 100:g}% pixels)\n")
     else:
@@ -258,7 +297,8 @@ def _run_localize(args: argparse.Namespace) -> int:
         results = iter_localize(
             images, model, target=options["target"], aggregate=options["aggregate"], regressor=regressor,
             sigma=args.sigma, fraction=args.fraction, batch_size=args.batch_size, keep_images=out is not None,
-            method=options["method"], box=args.box, threshold=args.threshold, max_pixels=args.max_pixels,
+            method=options["method"], box=box if box != "learned" else "threshold", threshold=args.threshold,
+            max_pixels=args.max_pixels,
         )
         for item in itertools.chain(input_failures, results):
             if isinstance(item, Failure):

@@ -55,6 +55,16 @@ UNRECORDED_METHOD = "gradient"
 DEFAULT_THRESHOLDS = {"gradient": 0.08, "input_x_gradient": 0.05, "smoothgrad": 0.19, "integrated_gradients": 0.06,
                       "guided_backprop": 0.05, "gradcam": 0.29, "cam": 0.27}
 
+#: The box model shipped with the package, which ``sensitivity localize`` applies by default: fitted by the
+#: workflow on the 910 ImageNet val photos of the shared sample (``make box-model``, configs/box_model.yaml).
+DEFAULT_BOX_MODEL = Path(__file__).parent / "box_models" / "imagenet_efficientnet_lite0.npz"
+
+
+def default_box_model() -> BoxRegressor:
+    """The shipped box model (:data:`DEFAULT_BOX_MODEL`)."""
+    return BoxRegressor.load(DEFAULT_BOX_MODEL)
+
+
 #: File name endings (case-insensitive) taken as images when a folder is expanded.
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 _SEPARATORS = tuple({os.sep, "/"})
@@ -397,6 +407,8 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "Localization",
     "check_regressor",
+    "DEFAULT_BOX_MODEL",
+    "default_box_model",
     "expand_image_paths",
     "first_readable",
     "iter_localize",

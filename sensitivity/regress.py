@@ -39,6 +39,7 @@ from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.utils import Tags, check_random_state
 from sklearn.utils.validation import check_is_fitted
 
+from sensitivity import __version__
 from sensitivity.boxes import corloc
 from sensitivity.shape import shape_descriptors
 
@@ -46,7 +47,9 @@ SOLVERS = ("ridge", "sgd")
 NORMALIZATIONS = ("none", "max", "sum", "rank", "log")
 TARGETS = ("corners", "centre_size", "centre_logsize")
 FEATURES = ("pooled", "shape")
-FORMAT_VERSION = 3  # 2 adds n_channels (version 1: one channel, or none for flat features); 3 adds n_embedding
+# 2 adds n_channels (version 1: one channel, or none for flat features); 3 adds n_embedding, package_version
+# and fitted_on.
+FORMAT_VERSION = 3
 MAX_GRAM_BYTES = 4 * 2**30
 MIN_LOG_SIZE = 1e-4  # widths/heights are floored here before taking logs
 
@@ -415,8 +418,10 @@ class BoxRegressor(RegressorMixin, BaseEstimator):
     n_channels_ : C, map channels seen at fit (1 for (N, H, W) maps, 0 for flat features).
     n_samples_seen_ : number of training images.
     n_embedding_ : D, the embedding's dimension the model uses (0 without embedding features).
-    provenance_ : how the training maps were made (model, target, aggregate, map method, ...), when the
-        fit stage set it (:func:`sensitivity.store.map_provenance`); saved and loaded with the weights.
+    provenance_ : how the training maps were made (model, weights, target, aggregate, class source, map
+        method, map size, preprocessing, ...), when the fit stage set it
+        (:func:`sensitivity.store.map_provenance`); saved and loaded with the weights.
+    fitted_on_ : what the fit stage fitted it on and how it chose it (dataset, images, selection, score).
     """
 
     def __init__(
@@ -601,21 +606,28 @@ class BoxRegressor(RegressorMixin, BaseEstimator):
         return corloc(self.predict(X), [row[None] for row in np.asarray(y, dtype=np.float64)])
 
     def save(self, path: str | PathLike[str]) -> None:
-        """Write settings and fitted weights to ``path`` as a portable ``.npz`` (no pickle)."""
+        """Write settings, fitted weights and how the model was made to ``path`` as a portable ``.npz`` (no
+        pickle). The same model always gives the same bytes (fixed member dates), so files can be rebuilt
+        and compared."""
         check_is_fitted(self)
-        with open(path, "wb") as fh:
-            np.savez(
-                fh,
-                format_version=FORMAT_VERSION,
-                params=json.dumps(self.get_params()),
-                coef=self.coef_,
-                intercept=self.intercept_,
-                map_shape=np.asarray(self.map_shape_ or (), dtype=np.int64),
-                n_samples_seen=self.n_samples_seen_,
-                n_channels=self.n_channels_,
-                n_embedding=self.n_embedding_,
-                provenance=json.dumps(getattr(self, "provenance_", None)),
-            )
+        arrays = {
+            "format_version": FORMAT_VERSION,
+            "package_version": __version__,
+            "params": json.dumps(self.get_params(), sort_keys=True),
+            "coef": self.coef_,
+            "intercept": self.intercept_,
+            "map_shape": np.asarray(self.map_shape_ or (), dtype=np.int64),
+            "n_samples_seen": self.n_samples_seen_,
+            "n_channels": self.n_channels_,
+            "n_embedding": self.n_embedding_,
+            "provenance": json.dumps(getattr(self, "provenance_", None), sort_keys=True),
+            "fitted_on": json.dumps(getattr(self, "fitted_on_", None), sort_keys=True),
+        }
+        with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as archive:
+            for name, value in arrays.items():
+                member = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+                with archive.open(member, "w", force_zip64=True) as out:
+                    np.lib.format.write_array(out, np.asanyarray(value), allow_pickle=False)
 
     @classmethod
     def load(cls, path: str | PathLike[str]) -> BoxRegressor:
@@ -637,6 +649,7 @@ class BoxRegressor(RegressorMixin, BaseEstimator):
                 n_channels = int(data["n_channels"]) if "n_channels" in data else None
                 n_embedding = int(data["n_embedding"]) if "n_embedding" in data else 0
                 provenance = json.loads(str(data["provenance"])) if "provenance" in data else None
+                fitted_on = json.loads(str(data["fitted_on"])) if "fitted_on" in data else None
         except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
             raise ValueError(f"{path}: not a box model ({exc}); {about}") from exc
         if int(saved["format_version"]) > FORMAT_VERSION:
@@ -644,6 +657,10 @@ class BoxRegressor(RegressorMixin, BaseEstimator):
                 f"{path} has format version {int(saved['format_version'])}; "
                 f"this version of sensitivity reads up to {FORMAT_VERSION}"
             )
+        if int(saved["format_version"]) < FORMAT_VERSION:
+            warnings.warn(f"{path}: box model format {int(saved['format_version'])} (this version writes "
+                          f"{FORMAT_VERSION}) does not record how and on what it was fitted; refit it to check "
+                          "its maps", UserWarning, stacklevel=2)
         params: dict[str, Any] = json.loads(str(saved["params"]))
         model = cls(**params)
         model.coef_ = saved["coef"]
@@ -655,6 +672,8 @@ class BoxRegressor(RegressorMixin, BaseEstimator):
         model.n_embedding_ = n_embedding
         if provenance is not None:
             model.provenance_ = provenance
+        if fitted_on is not None:
+            model.fitted_on_ = fitted_on
         return model
 
 

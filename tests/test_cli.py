@@ -30,7 +30,7 @@ DEMO = REPO / "data" / "demo"
 KANGAROOS = [DEMO / "kangaroo" / "images" / name for name in ("00013.jpg", "00014.jpg")]
 RACCOON = DEMO / "raccoon" / "images" / "raccoon-12.jpg"  # small (259x194): quick
 WALLABY = 104
-DEFAULT_NOTE = "no --regressor given: boxes come from the gradcam map thresholded at τ=0.29 (its largest region"
+DEFAULT_NOTE = "boxes come from the shipped box model (guided_backprop maps of efficientnet_lite0"
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -98,7 +98,7 @@ def test_localize_outputs(basic):
     assert sorted(p.name for p in out_dir.iterdir()) == ["00013.png", "00014.png", "boxes.csv", "raccoon-12.png"]
     for line, row, image_path in zip(lines, rows, images):
         path, index, name, score, box, method = line.split("\t")
-        assert (path, index, name, method) == (image_path, row["class_index"], row["class_name"], "threshold")
+        assert (path, index, name, method) == (image_path, row["class_index"], row["class_name"], "regression")
         assert float(score) == pytest.approx(float(row["score"]), abs=1e-4)
         assert [float(v) for v in box.split()] == pytest.approx(
             [float(row[k]) for k in ("x1", "y1", "x2", "y2")], abs=0.06
@@ -355,6 +355,46 @@ def test_cli_defaults_match_the_library():
     assert cli.IMAGE_SUFFIXES == localize.IMAGE_SUFFIXES
     assert cli.DEFAULT_MAX_PIXELS == images.MAX_PIXELS
     assert (cli.MAP_DEFAULTS, cli.BOXES) == (localize.MAP_DEFAULTS, localize.BOXES)
+    assert cli.BOX_CHOICES == ("learned", *localize.BOXES)
+
+
+def test_shipped_box_model_gives_way_to_flags_it_was_not_fitted_on(tmp_path):
+    """The shipped box model is the default; a map flag it was not fitted on falls back to the threshold box
+    (with a note), unless the learned box was asked for: then it is an error naming both values."""
+    csv_path = tmp_path / "boxes.csv"
+    code, stdout, stderr = run(["localize", str(RACCOON), "--method", "gradcam", "--boxes-csv", str(csv_path)])
+    assert code == 0, stderr
+    assert stdout.rstrip().endswith("\tthreshold")
+    assert "method='guided_backprop' (here 'gradcam')" in stderr and "threshold box instead" in stderr
+    code, stdout, stderr = run(["localize", str(RACCOON), "--box", "learned", "--method", "gradcam",
+                                "--boxes-csv", str(csv_path)])
+    assert code == 2 and stdout == ""
+    assert "--box learned" in stderr and "method='guided_backprop' (here 'gradcam')" in stderr
+    assert len(stderr.strip().splitlines()) == 1
+    code, _, stderr = run(["localize", str(RACCOON), "--regressor", str(localize_module().DEFAULT_BOX_MODEL),
+                           "--box", "heuristic", "--boxes-csv", str(csv_path)])
+    assert code == 2 and "--box heuristic: --regressor gives a learned box" in stderr
+
+
+def localize_module():
+    from sensitivity import localize
+
+    return localize
+
+
+def test_shipped_box_model_records_how_and_on_what_it_was_fitted(tmp_path):
+    from sensitivity.localize import DEFAULT_BOX_MODEL, default_box_model
+
+    model = default_box_model()
+    made = model.provenance_
+    assert (made["model"], made["method"], made["target"], made["aggregate"], made["class_source"]) == (
+        "efficientnet_lite0", "guided_backprop", "class", "mean", "predicted")
+    assert made["map_size"] == 56 and model.n_channels_ == 2 and model.n_embedding_ == 1280
+    assert model.fitted_on_["dataset"] == "box_model" and model.fitted_on_["n_images"] == 910
+    assert model.fitted_on_["splits"] == ["train", "val"] and 0.6 < model.fitted_on_["score"] < 0.75
+    # the file is the canonical serialisation of the model: saving it again gives the same bytes
+    model.save(tmp_path / "again.npz")
+    assert (tmp_path / "again.npz").read_bytes() == DEFAULT_BOX_MODEL.read_bytes()
 
 
 def test_expand_image_paths(tmp_path):
@@ -528,9 +568,9 @@ def test_console_script_and_module(tmp_path):
     result = subprocess.run([script, "localize", str(RACCOON), str(tmp_path / "missing.jpg"), "--out", str(out_dir),
                              "--device", "auto"], capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 1, result.stderr
-    assert result.stdout.startswith(f"{RACCOON}\t") and result.stdout.rstrip().endswith("threshold")
+    assert result.stdout.startswith(f"{RACCOON}\t") and result.stdout.rstrip().endswith("regression")
     assert f"error: {tmp_path / 'missing.jpg'}: file not found" in result.stderr
-    assert "boxes come from the gradcam map thresholded at" in result.stderr
+    assert "boxes come from the shipped box model" in result.stderr
     assert (out_dir / "raccoon-12.png").stat().st_size > 0
     result = subprocess.run([sys.executable, "-m", "sensitivity", "localize", "--help"], capture_output=True,
                             text=True, timeout=60)

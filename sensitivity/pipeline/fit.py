@@ -153,6 +153,10 @@ def fit_regressor(manifest_path: str | Path, split_path: str | Path, stores: lis
         candidates = [settings_of(m.get_params()) | {"val_corloc": float(s)} for m, s in zip(models, scores)]
         n_choice_rows, fitted_on = int((rows["split"] == val_split).sum()), [train_split]
     best.provenance_ = provenance
+    best.fitted_on_ = {"dataset": Path(manifest_path).parent.name, "splits": fitted_on,
+                       "n_images": int(choice_rows["image_id"].nunique()) if selection["method"] == "cv"
+                       else int(rows.loc[rows["split"] == train_split, "image_id"].nunique()),
+                       "selection": chosen_on, "score": float(scores.max())}
     summary = {
         "chosen": settings_of(best.get_params()) | {"solver": solver},
         "selection": selection["method"],
