@@ -21,6 +21,8 @@ rule evaluate:
         fit_on=fit_splits,
     log:
         "logs/{dataset}/evaluate.log",
+    benchmark:
+        "results/benchmarks/{dataset}/evaluate.tsv"
     conda:
         "../../envs/sensitivity.yaml"
     script:
@@ -43,6 +45,8 @@ rule split_seeds:
         evaluation=config["evaluation"],
     log:
         "logs/{dataset}/seeds.log",
+    benchmark:
+        "results/benchmarks/{dataset}/seeds.tsv"
     conda:
         "../../envs/sensitivity.yaml"
     script:
@@ -60,6 +64,8 @@ rule classifier_accuracy:
         "results/{dataset}_classifier.csv",
     log:
         "logs/{dataset}/classifier.log",
+    benchmark:
+        "results/benchmarks/{dataset}/classifier.tsv"
     conda:
         "../../envs/sensitivity.yaml"
     script:
@@ -75,6 +81,8 @@ rule collect_skipped:
         report("results/{dataset}_skipped.csv", category="Skipped inputs", labels={"dataset": "{dataset}"}),
     log:
         "logs/{dataset}/skipped.log",
+    benchmark:
+        "results/benchmarks/{dataset}/skipped.tsv"
     conda:
         "../../envs/sensitivity.yaml"
     script:

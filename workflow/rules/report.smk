@@ -12,6 +12,8 @@ rule example_figure:
         seed=config["report"]["seed"],
     log:
         "logs/{dataset}/examples.log",
+    benchmark:
+        "results/benchmarks/{dataset}/examples.tsv"
     conda:
         "../../envs/sensitivity.yaml"
     script:
