@@ -10,6 +10,7 @@ rule example_figure:
     params:
         per_class=config["report"]["examples_per_class"],
         seed=config["report"]["seed"],
+        max_classes=config["report"]["max_classes"],
     log:
         "logs/{dataset}/examples.log",
     benchmark:

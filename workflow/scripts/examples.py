@@ -4,4 +4,5 @@ from sensitivity.pipeline.logs import log_to
 log_to(snakemake.log[0])
 from sensitivity.pipeline.report import example_figure  # noqa: E402
 
-example_figure(snakemake.input.predictions, snakemake.output[0], snakemake.params.per_class, snakemake.params.seed)
+example_figure(snakemake.input.predictions, snakemake.output[0], snakemake.params.per_class, snakemake.params.seed,
+               snakemake.params.max_classes)
