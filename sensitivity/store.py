@@ -192,15 +192,17 @@ def iter_maps(
 
     ``wanted`` restricts to those image ids; at most ``batch_size`` maps are in memory at a time. With
     ``attention`` the maps are (n, 2, S, S) stacks (see :meth:`MapStore.read`); with ``embedding`` the
-    blocks are ``(image_ids, maps, embeddings)``.
+    blocks are ``(image_ids, maps, embeddings)``. The rows to keep are found once per store (not per block,
+    whose cost would grow with ``len(wanted)`` and make a pass quadratic in N), and blocks without a kept row
+    are not read.
     """
+    wanted_ids = None if wanted is None else np.array(sorted(wanted), dtype=str)
     for path in paths:
         store = MapStore(path)
+        kept = store.valid if wanted_ids is None else store.valid & np.isin(store.image_ids, wanted_ids)
         for start in range(0, len(store), batch_size):
             stop = min(start + batch_size, len(store))
-            keep = store.valid[start:stop].copy()
-            if wanted is not None:
-                keep &= np.isin(store.image_ids[start:stop], list(wanted))
+            keep = kept[start:stop]
             if keep.any():
                 block = (store.image_ids[start:stop][keep], store.read(start, stop, attention)[keep])
                 yield block + (store.read_embedding(start, stop)[keep],) if embedding else block

@@ -517,6 +517,33 @@ def test_manifest_round_trip_and_validation(tmp_path: Path) -> None:
         validate_manifest(pd.concat([df, df]))
 
 
+BAD_BOXES = ["[]", "[[0.5, 0.2, 0.3, 0.4]]", "[[0, 0, 1.5, 1]]", "[0, 0, 1, 1]", '[["0", 0, 1, 1]]', "{}", "x",
+             "[[true, 0, 1, 1]]", "[[null, 0, 1, 1]]", "[[NaN, 0, 1, 1]]", "[[0, 0, 1]]", "[[0, 0, 1, 1, 1]]",
+             "[[[0, 0, 1, 1]]]", "[[0, 0, 1, 1]], [[0, 0, 1, 1]]", "[[0, 0, 1, 1]", "", "[[-0.1, 0, 1, 1]]",
+             "[[0.2, 0.5, 0.4, 0.5]]", "[[0, 0, 1, 1], [0, 0, 1]]"]
+
+
+@pytest.mark.parametrize("bad", BAD_BOXES)
+def test_manifest_validation_names_the_bad_row_among_many(bad: str) -> None:
+    """The whole-column check (one JSON parse) rejects what the per-row check rejects, and the error names
+    the row, wherever it is among thousands of good ones."""
+    n = 3000
+    good = ["[[0.1, 0.2, 0.3, 0.4]]", "[[0, 0, 1, 1], [0.5, 0.05, 0.75, 1e-1]]"] * (n // 2)
+    df = pd.DataFrame({"image_id": [f"i{k:05d}" for k in range(n)], "path": [f"/x/{k}.jpg" for k in range(n)],
+                       "width": 10, "height": 10, "label": "a", "boxes": good, "difficult_dropped": 0})
+    assert validate_manifest(df) is df
+    with pytest.raises(DatasetError, match=r"boxes of \('i02345', 'a'\)|boxes of 'i02345'"):
+        validate_manifest(df.assign(boxes=good[:2345] + [bad] + good[2346:]))
+
+
+def test_manifest_validation_names_an_image_with_two_sizes() -> None:
+    df = pd.DataFrame({"image_id": ["b", "a", "a", "b"], "path": ["/b", "/a", "/a", "/b"], "width": [1, 1, 1, 2],
+                       "height": 1, "label": ["x", "x", "y", "y"], "boxes": "[[0, 0, 1, 1]]", "difficult_dropped": 0})
+    with pytest.raises(DatasetError, match="image 'b' has rows with different path or size"):
+        validate_manifest(df)
+    assert validate_manifest(df.assign(width=1)) is not None
+
+
 def test_discover_datasets_by_layout(tmp_path: Path) -> None:
     folder_dataset(tmp_path / "roos", 1)
     for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):

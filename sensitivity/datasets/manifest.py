@@ -11,10 +11,12 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
@@ -22,6 +24,7 @@ MANIFEST_COLUMNS = ["image_id", "path", "width", "height", "label", "boxes", "di
 SKIPPED_COLUMNS = ["path", "reason"]
 #: How far (in pixels) a box may stick out of the image before it counts as bad input.
 CLIP_TOLERANCE_PX = 2.0
+_NUMBERS_AND_LISTS = re.compile(r"[0-9eE.+\-\[\], ]*")
 
 OnBadInput = Literal["fail", "skip"]
 PixelBox = tuple[float, float, float, float]
@@ -160,6 +163,28 @@ def _is_normalised_box(box: object) -> bool:
     return 0 <= x1 < x2 <= 1 and 0 <= y1 < y2 <= 1
 
 
+def _all_boxes_valid(column: pd.Series) -> bool:
+    """Whether every entry is a JSON list of valid normalised boxes, checked in one JSON parse and one array
+    comparison (a per-row check costs ~100 µs a row: a minute per extraction shard at ImageNet's 544k rows)."""
+    texts = column.tolist()
+    if not all(isinstance(text, str) for text in texts):
+        return False
+    text = f"[{','.join(texts)}]"
+    if not _NUMBERS_AND_LISTS.fullmatch(text):  # no strings, booleans, nulls or objects: only numbers remain
+        return False
+    try:
+        parsed = json.loads(text)
+        if len(parsed) != len(texts) or not all(type(boxes) is list and boxes for boxes in parsed):
+            return False
+        flat = np.array([box for boxes in parsed for box in boxes], dtype=np.float64)
+    except (json.JSONDecodeError, ValueError, TypeError):  # ValueError: ragged boxes
+        return False
+    if flat.ndim != 2 or flat.shape[1] != 4:
+        return False
+    x1, y1, x2, y2 = flat.T
+    return bool(((0 <= x1) & (x1 < x2) & (x2 <= 1) & (0 <= y1) & (y1 < y2) & (y2 <= 1)).all())
+
+
 def validate_manifest(df: pd.DataFrame, source: str = "<manifest>") -> pd.DataFrame:
     """Check columns and values of a manifest; return it unchanged or raise :class:`DatasetError`."""
     if list(df.columns) != MANIFEST_COLUMNS:
@@ -167,11 +192,13 @@ def validate_manifest(df: pd.DataFrame, source: str = "<manifest>") -> pd.DataFr
     if df.duplicated(["image_id", "label"]).any():
         dup = df.loc[df.duplicated(["image_id", "label"]), ["image_id", "label"]].iloc[0].tolist()
         raise DatasetError(source, f"(image_id, label) {dup} appears more than once")
-    per_image = df.groupby("image_id")[["path", "width", "height"]].nunique()
-    if (per_image > 1).any(axis=None):
-        bad = per_image.index[(per_image > 1).any(axis=1)][0]
+    images = df.drop_duplicates(["image_id", "path", "width", "height"])["image_id"]
+    if images.duplicated().any():
+        bad = images[images.duplicated()].min()
         raise DatasetError(source, f"image {bad!r} has rows with different path or size")
-    for row in df.itertuples(index=False):
+    if _all_boxes_valid(df["boxes"]):
+        return df
+    for row in df.itertuples(index=False):  # find and name the first bad row
         try:
             boxes = json.loads(row.boxes)
         except (TypeError, json.JSONDecodeError) as err:

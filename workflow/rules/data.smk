@@ -41,6 +41,8 @@ rule manifest:
         reading=reading_params,
     log:
         "logs/{dataset}/manifest.log",
+    benchmark:
+        "results/benchmarks/{dataset}/manifest.tsv"
     conda:
         "../../envs/sensitivity.yaml"
     script:

@@ -24,6 +24,8 @@ rule evaluate:
         fit_on=fit_splits,
     log:
         "logs/{dataset}/evaluate.log",
+    benchmark:
+        "results/benchmarks/{dataset}/evaluate.tsv"
     conda:
         "../../envs/sensitivity.yaml"
     script:
@@ -46,6 +48,8 @@ rule split_seeds:
         evaluation=config["evaluation"],
     log:
         "logs/{dataset}/seeds.log",
+    benchmark:
+        "results/benchmarks/{dataset}/seeds.tsv"
     conda:
         "../../envs/sensitivity.yaml"
     script:
@@ -63,6 +67,8 @@ rule classifier_accuracy:
         "results/{dataset}_classifier.csv",
     log:
         "logs/{dataset}/classifier.log",
+    benchmark:
+        "results/benchmarks/{dataset}/classifier.tsv"
     conda:
         "../../envs/sensitivity.yaml"
     script:
@@ -79,6 +85,8 @@ rule collect_skipped:
                labels={"dataset": "{dataset}"}),
     log:
         "logs/{dataset}/skipped.log",
+    benchmark:
+        "results/benchmarks/{dataset}/skipped.tsv"
     conda:
         "../../envs/sensitivity.yaml"
     script:

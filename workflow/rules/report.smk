@@ -13,8 +13,11 @@ rule example_figure:
         seed=config["report"]["seed"],
         method=lambda wc: dataset(wc.dataset)["method"],
         iou_threshold=config["evaluation"]["iou_threshold"],
+        max_classes=config["report"]["max_classes"],
     log:
         "logs/{dataset}/examples.log",
+    benchmark:
+        "results/benchmarks/{dataset}/examples.tsv"
     conda:
         "../../envs/sensitivity.yaml"
     script:

@@ -11,6 +11,8 @@ rule split:
         split=split_params,
     log:
         "logs/{dataset}/split.log",
+    benchmark:
+        "results/benchmarks/{dataset}/split.tsv"
     conda:
         "../../envs/sensitivity.yaml"
     script:
