@@ -211,8 +211,8 @@ def _fitted_on(regressor) -> str:
     maps = f"{made.get('method', '?')} maps of {made.get('model', '?')}"
     if not fitted:
         return maps
-    return (f"{maps}, fitted on {fitted['n_images']} {fitted['dataset']} images; {fitted['selection']} CorLoc "
-            f"{100 * fitted['score']:.1f} %")
+    return (f"{maps}, fitted on {fitted['n_images']} images of dataset {fitted['dataset']}; CorLoc "
+            f"{100 * fitted['score']:.1f} % by {fitted['selection']}")
 
 
 def _input_error(failure: Failure, recursive: bool) -> str:
@@ -244,6 +244,7 @@ def _run_localize(args: argparse.Namespace) -> int:
     images, input_failures = expand_image_paths(args.images, recursive=args.recursive)
     device = _resolve_device(args.device)
     regressor, box, source = _box_model(args)
+    gave_way = ""
     given = {"model": args.model, "target": args.target, "aggregate": args.aggregate, "method": args.method}
     try:
         options = map_options(regressor, source, **given)
@@ -254,8 +255,11 @@ def _run_localize(args: argparse.Namespace) -> int:
         if regressor is None:
             raise UsageError(f"--method: {error}") from None
         regressor, box = None, "threshold"  # the flags ask for maps the shipped box model was not fitted on
-        options = map_options(None, **given)
-        _write(sys.stderr, f"note: {error}; boxes come from the threshold box instead\n")
+        try:
+            options = map_options(None, **given)
+        except ValueError as unusable:
+            raise UsageError(f"--method: {unusable}") from None
+        gave_way = f"{error}; "
     box = box or "learned"
     total = len(images) + len(input_failures)
     readable, unread = first_readable(images, max_pixels=args.max_pixels)
@@ -276,11 +280,11 @@ def _run_localize(args: argparse.Namespace) -> int:
             _write(sys.stderr, f"boxes come from the shipped box model ({_fitted_on(regressor)}; --box threshold or "
                                "heuristic for a box without learning)\n")
     elif box == "heuristic":
-        _write(sys.stderr, f"no --regressor given: boxes come from the heuristic on the {options['method']} map "
+        _write(sys.stderr, f"boxes come from the heuristic on the {options['method']} map "
                            f"(Gaussian σ={args.sigma:g} map pixels, top {args.fraction * 100:g}% pixels)\n")
     else:
         threshold = DEFAULT_THRESHOLDS[options["method"]] if args.threshold is None else args.threshold
-        _write(sys.stderr, f"no --regressor given: boxes come from the {options['method']} map thresholded at "
+        _write(sys.stderr, f"{gave_way}boxes come from the {options['method']} map thresholded at "
                            f"τ={threshold:g} (its largest region; --box heuristic for the paper's heuristic box)\n")
 
     channels = "" if options["method"] in CONV_BLOCK_METHODS else f" ({options['aggregate']} over channels)"

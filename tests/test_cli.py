@@ -365,7 +365,7 @@ def test_shipped_box_model_gives_way_to_flags_it_was_not_fitted_on(tmp_path):
     code, stdout, stderr = run(["localize", str(RACCOON), "--method", "gradcam", "--boxes-csv", str(csv_path)])
     assert code == 0, stderr
     assert stdout.rstrip().endswith("\tthreshold")
-    assert "method='guided_backprop' (here 'gradcam')" in stderr and "threshold box instead" in stderr
+    assert "method='guided_backprop' (here 'gradcam'); use maps made the same way; boxes come from the gradcam map" in stderr
     code, stdout, stderr = run(["localize", str(RACCOON), "--box", "learned", "--method", "gradcam",
                                 "--boxes-csv", str(csv_path)])
     assert code == 2 and stdout == ""
@@ -387,8 +387,8 @@ def test_shipped_box_model_records_how_and_on_what_it_was_fitted(tmp_path):
 
     model = default_box_model()
     made = model.provenance_
-    assert (made["model"], made["method"], made["target"], made["aggregate"], made["class_source"]) == (
-        "efficientnet_lite0", "guided_backprop", "class", "mean", "predicted")
+    assert (made["model"], made["method"], made["target"], made["aggregate"]) == (
+        "efficientnet_lite0", "guided_backprop", "gestalt", "max")
     assert made["map_size"] == 56 and model.n_channels_ == 2 and model.n_embedding_ == 1280
     assert model.fitted_on_["dataset"] == "box_model" and model.fitted_on_["n_images"] == 910
     assert model.fitted_on_["splits"] == ["train", "val"] and 0.6 < model.fitted_on_["score"] < 0.75
@@ -641,7 +641,7 @@ def test_regressor_provenance_gives_the_map_options_and_refuses_others(tmp_path,
     code, stdout, stderr = run(["localize", str(RACCOON), "--regressor", str(path), "--target", "class",
                                 "--method", "gradient", "--boxes-csv", str(csv_path)])
     assert code == 2 and stdout == ""
-    assert f"{path}: fitted on maps made with target='gestalt' (here 'class'), method='cam' (here 'gradient')" in stderr
+    assert f"{path}: fitted on maps made with method='cam' (here 'gradient'), target='gestalt' (here 'class')" in stderr
 
 
 def test_unknown_map_method_is_a_usage_error(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import warnings
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from sensitivity.boxes import correct_localizations
 from sensitivity.pipeline.rows import RowMaps, labelled_rows
 from sensitivity.regress import BoxRegressor
 from sensitivity.store import map_provenance
+
+log = logging.getLogger(__name__)
 
 
 #: How the box model is chosen when the config does not say: K-fold cross-validation on train + val.
@@ -100,6 +103,7 @@ def cross_validated_corloc(grid: dict, solver: str, sgd: dict, stores: list[str]
     fold = image_folds(rows, folds, seed)
     scores = []
     for k in range(folds):
+        log.info("cross-validation fold %d of %d: fitting the candidates", k + 1, folds)
         fit_rows, held_out = rows[fold != k], rows[fold == k]
         models = candidate_models(grid, solver, sgd, RowMaps(stores, fit_rows, batch_size, attention, embedding),
                                   embedding)
@@ -171,6 +175,7 @@ def fit_regressor(manifest_path: str | Path, split_path: str | Path, stores: lis
     # point leaves no half-written file, and a model at its final path always ends a finished fit.
     publish(summary_path, lambda path: path.write_text(json.dumps(summary, indent=2) + "\n"))
     publish(model_path, best.save)
+    log.info("chose %s (%s CorLoc %.1f %%); wrote %s", summary["chosen"], chosen_on, 100 * summary["score"], model_path)
     return best
 
 
