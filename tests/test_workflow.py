@@ -504,7 +504,8 @@ def test_voc2007_sample_runs_on_the_official_lists(voc_sample_run, tmp_path) -> 
     assert skipped["path"].map(lambda p: Path(p).name).value_counts().to_dict() == \
         {"train.txt": 2501, "val.txt": 2510, "test.txt": 4947}
     summary = json.loads((results / "voc2007" / "fit_summary.json").read_text())
-    assert (summary["fitted_on"], summary["chosen_on"], summary["n_train_rows"]) == ("test", "test", 12)
+    assert (summary["fitted_on"], summary["chosen_on"], summary["n_fit_rows"]) == (
+        ["test"], "5-fold cross-validation on test", 12)
     table = pd.read_csv(results / "voc2007_corloc.csv")
     assert table["class"].tolist()[-2:] == ["Average", "All images"] and table["n_images"].iloc[-1] == 12
     assert "tvmonitor" not in set(table["class"]) and "chair" not in set(table["class"])  # difficult only

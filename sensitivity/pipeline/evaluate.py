@@ -11,7 +11,7 @@ import pandas as pd
 from sensitivity.boxes import CentreBoxBaseline, heuristic_boxes
 from sensitivity.metrics import fixed_box_ious
 from sensitivity.pipeline.classify import accuracy_note
-from sensitivity.pipeline.rows import RowMaps, labelled_rows
+from sensitivity.pipeline.rows import RowMaps, labelled_rows, own_maps
 from sensitivity.pipeline.tables import (
     corloc_display,
     corloc_table,
@@ -56,7 +56,7 @@ def predict_test(rows: pd.DataFrame, stores: list[str], regressor: BoxRegressor,
                                embedding=regressor.n_embedding_ > 0):
         predictions = {
             "regression": regressor.predict(maps),
-            "heuristic": heuristic_boxes(maps[:, 0] if maps.ndim == 4 else maps, sigma=sigma, fraction=fraction),
+            "heuristic": heuristic_boxes(own_maps(maps), sigma=sigma, fraction=fraction),
             "centre": centre.predict(maps),
         }
         out = block[["image_id", "label", "path", "width", "height", "boxes"]].copy()

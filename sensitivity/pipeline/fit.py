@@ -87,10 +87,12 @@ def image_folds(rows: pd.DataFrame, folds: int, seed: int) -> np.ndarray:
     if not 2 <= folds <= n_images:
         raise ValueError(f"cross-validation needs 2 <= folds <= {n_images} images, got folds={folds}")
     splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    # stratified where possible: when no class has `folds` rows, scikit-learn refuses, and the folds only group
+    labels = rows["label"] if rows["label"].value_counts().max() >= folds else np.zeros(len(rows))
     fold = np.empty(len(rows), dtype=np.int64)
     with warnings.catch_warnings():  # classes with fewer images than folds cannot be in every fold
         warnings.simplefilter("ignore", UserWarning)
-        for k, (_, held_out) in enumerate(splitter.split(rows, rows["label"], groups=rows["image_id"])):
+        for k, (_, held_out) in enumerate(splitter.split(rows, labels, groups=rows["image_id"])):
             fold[held_out] = k
     return fold
 

@@ -39,18 +39,13 @@ from sensitivity.metrics import (
     threshold_box,
 )
 from sensitivity.pipeline.classify import row_correctness
-from sensitivity.pipeline.rows import RowMaps, labelled_rows
+from sensitivity.pipeline.rows import RowMaps, labelled_rows, own_maps
 from sensitivity.pipeline.tables import AVERAGE, corloc_table, read_published, to_markdown
 from sensitivity.regress import BoxRegressor, check_provenance
 from sensitivity.store import map_provenance
 
 BOX_METHODS = ("heuristic", "wsol", "learned")
 GT_KNOWN_LEVEL = 50
-
-
-def _channel(maps: np.ndarray) -> np.ndarray:
-    """The map method's own map of (n, S, S) maps or (n, C, S, S) stacks."""
-    return maps[:, 0] if maps.ndim == 4 else maps
 
 
 def choose_on(stores: Sequence[str | Path], rows: pd.DataFrame, thresholds: np.ndarray,
@@ -60,8 +55,8 @@ def choose_on(stores: Sequence[str | Path], rows: pd.DataFrame, thresholds: np.n
     all_contours, largest = [], []
     for block, maps in RowMaps(stores, rows, batch_size):
         gt = list(block["gt"])
-        all_contours.append(best_ious(_channel(maps), gt, thresholds, multi_contour=True))
-        largest.append(best_ious(_channel(maps), gt, thresholds, multi_contour=False))
+        all_contours.append(best_ious(own_maps(maps), gt, thresholds, multi_contour=True))
+        largest.append(best_ious(own_maps(maps), gt, thresholds, multi_contour=False))
     if not all_contours:
         raise ValueError("the val split has no image with a map; cannot choose the wsolevaluation threshold")
     chosen = choose_thresholds(box_accuracy_curves(np.vstack(all_contours), iou_levels), thresholds, iou_levels)
@@ -79,7 +74,7 @@ def predict_rows(stores: Sequence[str | Path], rows: pd.DataFrame, regressor: Bo
     blocks, all_contours = [], []
     for block, maps in RowMaps(stores, rows, batch_size, attention=regressor.n_channels_ > 1,
                                embedding=regressor.n_embedding_ > 0):
-        own = _channel(maps)
+        own = own_maps(maps)
         boxes = {}
         for method, run in (("heuristic", lambda: heuristic_boxes(own, sigma=sigma, fraction=fraction)),
                             ("wsol", lambda: np.stack([threshold_box(m, threshold) for m in own])),

@@ -28,6 +28,13 @@ def labelled_rows(manifest_path: str | Path, split_path: str | Path) -> pd.DataF
     return rows
 
 
+def own_maps(maps: np.ndarray | MapStack) -> np.ndarray:
+    """The map method's own maps (n, S, S) of maps, of (n, C, S, S) stacks (their first channel) or of a
+    :class:`~sensitivity.regress.MapStack`."""
+    maps = maps.maps if isinstance(maps, MapStack) else maps
+    return maps[:, 0] if maps.ndim == 4 else maps
+
+
 class RowMaps:
     """Re-iterable stream of ``(rows, maps)`` blocks for a subset of rows.
 
