@@ -14,7 +14,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
-import gpu_check  # noqa: E402 - the benchmark script, importable once its folder is on the path
+import gpu_check  # the benchmark script, importable once its folder is on the path
 
 PARTS = ["maps", "peers", "extraction", "cuda_tests"]
 MAP_STAGES = {"class map", "gestalt map", "class map + Grad-CAM", "gestalt map + Grad-CAM"}
@@ -26,13 +26,16 @@ def run_check(out: Path, imagenet: Path, **env: str) -> subprocess.CompletedProc
     environment = {key: value for key, value in os.environ.items() if not key.startswith("GPU_CHECK_")}
     environment |= {"PYTHON": sys.executable, "GPU_CHECK_IMAGENET_ROOT": str(imagenet), **env}
     return subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_check.sh"), "--device", "cpu", "--quick", str(out)],
-                          env=environment, capture_output=True, text=True, timeout=400)
+                          check=False, env=environment, capture_output=True, text=True, timeout=1300)
 
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory, shared_data) -> Path:
+    """The quick run, each part given 300 s: what is checked here is the output, and on a loaded 2-core machine
+    a part can take several times its default quick-mode timeout (measured: docs/PERFORMANCE.md, "GPU")."""
     out = tmp_path_factory.mktemp("gpu_check")
-    process = run_check(out, shared_data / "imagenet_loc")
+    timeouts = {f"GPU_CHECK_TIMEOUT_{part.upper()}": "300" for part in PARTS}
+    process = run_check(out, shared_data / "imagenet_loc", **timeouts)
     assert process.returncode == 0, process.stderr
     return out
 
@@ -90,7 +93,7 @@ def test_extraction_through_the_workflow_against_the_pure_map_rate(quick_run):
     for value in (row.extraction_images_per_s, row.pure_map_images_per_s, row.map_seconds_in_extraction,
                   row.extract_job_s):
         assert_positive_finite(pd.Series([value]))
-    assert row.extraction_to_pure == pytest.approx(row.extraction_images_per_s / row.pure_map_images_per_s)
+    assert row.extraction_to_pure == pytest.approx(row.extraction_images_per_s / row.pure_map_images_per_s, rel=1e-5)
     assert 0 < row.non_map_s < row.extract_job_s
 
 
@@ -103,7 +106,7 @@ def test_cuda_tests_are_selected_and_skip_without_a_gpu(quick_run):
 
 def test_a_part_stopped_by_its_timeout_leaves_the_other_parts_files(tmp_path, shared_data):
     process = run_check(tmp_path, shared_data / "imagenet_loc", GPU_CHECK_PARTS="maps cuda_tests",
-                        GPU_CHECK_TIMEOUT_MAPS="1")
+                        GPU_CHECK_TIMEOUT_MAPS="1", GPU_CHECK_TIMEOUT_CUDA_TESTS="300")
     assert process.returncode == 0, process.stderr
     status = read(tmp_path, "status.csv").set_index("part")
     assert status.loc["maps", "status"] == "timeout" and status.loc["maps", "exit_code"] == 124
