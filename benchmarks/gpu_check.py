@@ -8,10 +8,11 @@
   stopped by its timeout keeps what it measured.
 - ``peers``: Captum ``Saliency`` and pytorch-grad-cam ``GradCAM`` beside our class map on the same batches
   (:func:`bench_peers.methods`); a peer library that is not installed gets a row saying so.
-- ``extraction``: the workflow's extraction of an ImageNet tree (the shared 910-image sample by default) with
+- ``extraction``: the workflow's extraction of an ImageNet tree (the shared 910-image sample by default), or of
+  the first demo photos (``--demo N``: the quick run, which needs no ``../shared``), with
   ``extraction: {device, amp, workers, batch_size}``, in images/s against the pure map rate of the same model,
-  method, batch and dtype (:func:`sensitivity.speed.method_speed_table` on the same manifest).
-- ``cuda-tests``: ``pytest -m cuda``, one row per test.
+  method, batch and dtype (:func:`sensitivity.speed.method_speed_table` on the same manifest, as many torch
+  threads as the extraction job).
 - ``summary``: ``summary.md`` from the parts' CSVs and ``status.csv`` (written by the shell script).
 
 Batches are the demo photos (``data/demo``), repeated to fill the batch. Run through the shell script:
@@ -30,12 +31,13 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from xml.etree import ElementTree
 
 import pandas as pd
 import torch
 import yaml
-from bench_peers import OURS, methods  # benchmarks/, this script's folder, is first on sys.path
+
+# bench_peers: benchmarks/, this script's folder, is first on sys.path
+from bench_peers import OURS, demo_paths, methods
 
 from sensitivity.models import AMP_DTYPES, LoadedModel, load_model, resolve_device
 from sensitivity.speed import (
@@ -61,7 +63,6 @@ EXTRACTION_COLUMNS = [
     "dataset", "images", "device", "amp", "batch_size", "workers", "model", "method", "target", "aggregate",
     "extraction_images_per_s", "pure_map_images_per_s", "extraction_to_pure", "map_seconds_in_extraction",
     "map_only_images_per_s_in_extraction", "extract_job_s", "non_map_s", "extract_max_rss_mb", "snakemake_s"]
-TEST_COLUMNS = ["test", "outcome", "seconds", "message"]
 #: The issue's targets: class map ≤ 2.1 forward passes at bf16, extraction ≥ 85 % of the pure map rate.
 MAP_RATIO_TARGET = 2.1
 EXTRACTION_TARGET = 0.85
@@ -80,10 +81,11 @@ class Plan:
 
 def make_plan(device: torch.device, quick: bool) -> Plan:
     """The issue's grid (batch 32/64/128, fp32/bf16/fp16), or tiny batches and few rounds with ``quick`` (on the
-    CPU also 112×112 inputs: VGG16 costs a quarter). The CPU runs fp32 only: its autocast is not what is
-    measured here, and bf16 Lite0 maps take minutes there."""
+    CPU also 64×64 inputs: a twelfth of the work at 224×224, and both models take them). The CPU runs fp32
+    only: its autocast is not what is measured here (``tests/test_maps.py`` checks it), and without native
+    bf16 a VGG16 forward pass of 2 images at 64×64 takes 7 s in bf16 against 0.3 s in fp32."""
     if device.type != "cuda":
-        return Plan((1,), ("none",), warmup=1, repeats=5, input_size=112) if quick else Plan((32,), ("none",), 2, 5)
+        return Plan((2,), ("none",), warmup=1, repeats=2, input_size=64) if quick else Plan((32,), ("none",), 2, 5)
     amps = ("none", "bf16", "fp16")
     return Plan((4, 8), amps, warmup=1, repeats=3) if quick else Plan((32, 64, 128), amps, warmup=3, repeats=10)
 
@@ -102,18 +104,10 @@ def append_rows(path: Path, rows: Sequence[Mapping[str, object]], columns: list[
                                                      float_format="%.6g")
 
 
-def demo_photos() -> list[Path]:
-    """The shipped demo photos, alternating between the class folders."""
-    folders: dict[str, list[Path]] = {}
-    for path in sorted((REPO / "data" / "demo").glob("*/images/*.jpg")):
-        folders.setdefault(path.parent.parent.name, []).append(path)
-    return [path for group in zip(*folders.values()) for path in group]
-
-
 def photo_batch(model: LoadedModel, plan: Plan, device: torch.device) -> torch.Tensor:
     """The largest batch of ``plan`` in demo photos preprocessed for ``model`` (the photos repeated when there
     are fewer), resized to ``plan.input_size`` if set."""
-    photos, size = demo_photos(), max(plan.batch_sizes)
+    photos, size = demo_paths(), max(plan.batch_sizes)
     batch = load_batch(photos * math.ceil(size / len(photos)), model, size, device)
     if plan.input_size is None:
         return batch
@@ -219,38 +213,67 @@ def sample_tree(root: Path, part: str, count: int, dest: Path) -> Path:
     return dest
 
 
-def extraction_part(device: torch.device, plan: Plan, root: Path, part: str, limit: int | None, amp: str,
-                    workers: int, batch_size: int, work: Path, out: Path, dataset: str) -> None:
-    """Run the workflow's extraction of ``root`` (one shard) and append its images/s beside the pure map rate."""
+def demo_tree(count: int, dest: Path) -> list[Path]:
+    """Folder-dataset roots at ``dest``, one per demo class, with the first ``count`` demo photos (alternating
+    classes) and their annotations (links)."""
+    shutil.rmtree(dest, ignore_errors=True)
+    roots = []
+    for image in demo_paths()[:count]:
+        source = image.parent.parent
+        xml = source / "annotations" / f"{image.stem}.xml"
+        for path in (image, xml):
+            target = dest / path.relative_to(source.parent)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.symlink_to(path)
+        if dest / source.name not in roots:
+            roots.append(dest / source.name)
+    return roots
+
+
+def dataset_settings(root: Path | None, part: str, limit: int | None, demo: int | None,
+                     work: Path) -> tuple[str, dict, list[Path]]:
+    """The workflow's dataset key, its ``datasets`` entry and the config files it is layered on: the first
+    ``demo`` demo photos, or the ImageNet tree ``root`` (its first ``limit`` annotated images if set)."""
+    if demo:
+        return "demo", {"roots": [str(path) for path in demo_tree(demo, work / "demo")]}, []
+    if root is None or not root.is_dir():
+        raise SystemExit(f"gpu_check: ImageNet tree {root} not found (set GPU_CHECK_IMAGENET_ROOT)")
+    tree = sample_tree(root, part, limit, work / "tree") if limit else root.absolute()
+    return "imagenet", {"root": str(tree), "parts": [part]}, [REPO / "configs" / "imagenet_sample.yaml"]
+
+
+def extraction_part(device: torch.device, plan: Plan, root: Path | None, part: str, limit: int | None,
+                    demo: int | None, amp: str, workers: int, batch_size: int, work: Path, out: Path,
+                    dataset: str) -> None:
+    """Run the workflow's extraction (one shard) of ``demo`` demo photos or of the ImageNet tree ``root`` and
+    append its images/s beside the pure map rate."""
     import time
 
     from sensitivity.datasets import read_manifest
     from sensitivity.store import MapStore
 
-    if not root.is_dir():
-        raise SystemExit(f"gpu_check: ImageNet tree {root} not found (set GPU_CHECK_IMAGENET_ROOT)")
     work.mkdir(parents=True, exist_ok=True)
-    tree = sample_tree(root, part, limit, work / "tree") if limit else root.absolute()
-    settings = {"datasets": {"imagenet": {"root": str(tree), "parts": [part]}},
+    key, entry, configs = dataset_settings(root, part, limit, demo, work)
+    settings = {"datasets": {key: entry},
                 "extraction": {"shards": 1, "device": device.type, "amp": amp, "workers": workers,
                                "batch_size": batch_size}}
     (work / "gpu_check.yaml").write_text(yaml.safe_dump(settings))
-    store_path = "results/imagenet/maps/1-of-1.zarr"
+    store_path = f"results/{key}/maps/1-of-1.zarr"
     command = [sys.executable, "-m", "snakemake", store_path, "--snakefile", str(REPO / "Snakefile"),
                "--directory", str(work), "--cores", str(workers + 1), "--resources", "gpu=1",
-               "--configfile", str(REPO / "config.yaml"), str(REPO / "configs" / "imagenet_sample.yaml"),
-               str(work / "gpu_check.yaml")]
+               "--configfile", str(REPO / "config.yaml"), *map(str, configs), str(work / "gpu_check.yaml")]
     env = {key: value for key, value in os.environ.items() if not key.startswith("SNAKEMAKE")}
     start = time.perf_counter()
     subprocess.run(command, cwd=work, env=env, check=True)
     snakemake_s = time.perf_counter() - start
-    job = pd.read_csv(work / "results" / "benchmarks" / "imagenet" / "extract" / "1-of-1.tsv", sep="\t").iloc[0]
+    job = pd.read_csv(work / "results" / "benchmarks" / key / "extract" / "1-of-1.tsv", sep="\t").iloc[0]
     store = MapStore(work / store_path).attrs
-    manifest = work / "results" / "imagenet" / "manifest.csv"
+    manifest = work / "results" / key / "manifest.csv"
     images = read_manifest(manifest)["image_id"].nunique() - len(store.get("skipped", []))
     pure = method_speed_table(manifest, work / "pure_map_rate.csv", {"name": store["model"], "weights": "random"},
                               store["target"], store["aggregate"], {store["method"]: store["method_settings"]},
-                              batch_size, plan.warmup, plan.repeats, str(device), amp, threads=workers + 1)
+                              batch_size, plan.warmup, plan.repeats, str(device), amp,
+                              threads=torch.get_num_threads())
     pure_rate = float(pure.loc[pure["path"] == store["method"], "images_per_s"].iloc[0])
     rate = images / job["s"]
     append_rows(out, [{
@@ -261,26 +284,6 @@ def extraction_part(device: torch.device, plan: Plan, root: Path, part: str, lim
         "map_only_images_per_s_in_extraction": images / store["map_seconds"], "extract_job_s": job["s"],
         "non_map_s": job["s"] - store["map_seconds"], "extract_max_rss_mb": job["max_rss"],
         "snakemake_s": snakemake_s}], EXTRACTION_COLUMNS)
-
-
-def cuda_tests_part(out: Path, junit: Path) -> int:
-    """``pytest -m cuda`` over the test files that use the marker (collecting the whole suite takes a minute on
-    2 cores); one row per test in ``out``; returns pytest's exit code."""
-    files = [str(path) for path in sorted((REPO / "tests").glob("test_*.py")) if "mark.cuda" in path.read_text()]
-    if not files:
-        raise SystemExit("gpu_check: no test file uses @pytest.mark.cuda")
-    code = subprocess.run([sys.executable, "-m", "pytest", "-m", "cuda", "-q", "-p", "no:cacheprovider",
-                           f"--junitxml={junit}", *files], check=False, cwd=REPO).returncode
-    rows = []
-    for case in ElementTree.parse(junit).iter("testcase"):
-        outcome, message = "passed", ""
-        for child in case:
-            if child.tag in ("failure", "error", "skipped"):
-                outcome, message = {"failure": "failed"}.get(child.tag, child.tag), child.get("message", "")
-        rows.append({"test": f"{case.get('classname')}::{case.get('name')}", "outcome": outcome,
-                     "seconds": float(case.get("time", "nan")), "message": message[:200]})
-    append_rows(out, rows, TEST_COLUMNS)
-    return code if code != 5 else 0  # 5: no test selected
 
 
 def device_line(device: str) -> str:
@@ -367,17 +370,16 @@ def main(argv: list[str] | None = None) -> None:
         sub.add_argument("--out", type=Path, required=True, help="CSV the rows are appended to")
     parts.choices["maps"].add_argument("--memory", type=Path, required=True, help="CSV of the memory peaks")
     extraction = parts.choices["extraction"]
-    extraction.add_argument("--root", type=Path, required=True, help="an ImageNet tree in the download's layout")
+    source = extraction.add_mutually_exclusive_group(required=True)
+    source.add_argument("--root", type=Path, help="an ImageNet tree in the download's layout")
+    source.add_argument("--demo", type=int, help="the first N demo photos of data/demo instead (quick runs)")
     extraction.add_argument("--part", default="val", help="its part (val, or train for a generated scale tree)")
     extraction.add_argument("--dataset", default="imagenet sample", help="its name in the table")
-    extraction.add_argument("--limit", type=int, help="only the first N annotated images (quick runs)")
+    extraction.add_argument("--limit", type=int, help="only the first N annotated images of --root")
     extraction.add_argument("--amp", default="bf16", choices=sorted(AMP_DTYPES))
     extraction.add_argument("--workers", type=int, default=8)
     extraction.add_argument("--batch-size", type=int, default=64)
     extraction.add_argument("--work", type=Path, required=True, help="folder of the workflow run")
-    tests = parts.add_parser("cuda-tests")
-    tests.add_argument("--out", type=Path, required=True)
-    tests.add_argument("--junit", type=Path, required=True)
     summary_parser = parts.add_parser("summary")
     summary_parser.add_argument("out_dir", type=Path)
     summary_parser.add_argument("--device", default="cuda")
@@ -385,8 +387,6 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "summary":
         (args.out_dir / "summary.md").write_text(summary(args.out_dir, args.device) + "\n")
         return
-    if args.command == "cuda-tests":
-        raise SystemExit(cuda_tests_part(args.out, args.junit))
     device = checked_device(args.device)
     plan = make_plan(device, args.quick)
     if args.command == "maps":
@@ -394,8 +394,8 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "peers":
         peers_part(device, plan, args.out)
     else:
-        extraction_part(device, plan, args.root, args.part, args.limit, args.amp, args.workers, args.batch_size,
-                        args.work, args.out, args.dataset)
+        extraction_part(device, plan, args.root, args.part, args.limit, args.demo, args.amp, args.workers,
+                        args.batch_size, args.work, args.out, args.dataset)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# GPU numbers in one prepared run (issue 15). Runs the parts of benchmarks/gpu_check.py, each under its own
-# timeout, and always ends with OUT_DIR/summary.md and OUT_DIR/status.csv (part, status, exit code, seconds):
+# GPU numbers in one prepared run (issue 15). Runs the parts of benchmarks/gpu_check.py (cuda_tests:
+# benchmarks/gpu_check_tests.py), each under its own timeout, and always ends with OUT_DIR/summary.md and
+# OUT_DIR/status.csv (part, status, exit code, seconds):
 #
 #   bash benchmarks/gpu_check.sh [--device cuda|cpu] [--quick] OUT_DIR
 #
-# Parts and their CSVs: maps (maps.csv, memory.csv), peers (peers.csv), extraction (extraction.csv; with
-# GPU_CHECK_SCALE_ROOT set, also extraction_scale of that tree's train part), cuda_tests (cuda_tests.csv).
+# Parts and their CSVs: maps (maps.csv, memory.csv), peers (peers.csv), extraction (extraction.csv: the ImageNet
+# sample, or 16 demo photos with --quick; with GPU_CHECK_SCALE_ROOT set, also extraction_scale of that tree's
+# train part), cuda_tests (cuda_tests.csv). --quick on the CPU runs torch on one thread (OMP_NUM_THREADS=1):
+# on a shared 2-core machine two threads that wait for each other's core made a small forward pass 30x slower.
 # Logs and the workflow run go to OUT_DIR/logs and OUT_DIR/work. Installs nothing; environment:
 #   PYTHON                   the interpreter (default: .venv/bin/python of the repository, else python3)
 #   GPU_CHECK_IMAGENET_ROOT  the ImageNet sample (default: ../shared/data/imagenet_loc, else shared/data/...)
@@ -13,7 +16,7 @@
 #   GPU_CHECK_TIMEOUT_<PART> seconds for a part (MAPS, PEERS, EXTRACTION, EXTRACTION_SCALE, CUDA_TESTS)
 #   GPU_CHECK_PARTS          the parts to run (default: "maps peers extraction cuda_tests")
 # Default timeouts sum to 460 s on CUDA (530 s at worst with the 10 s kill grace and the 30 s summary: under
-# a 540 s limit) and 270 s with --quick.
+# a 540 s limit) and 210 s with --quick (about a minute on 2 idle cores).
 set -u
 
 usage() { echo "usage: bash benchmarks/gpu_check.sh [--device cuda|cpu] [--quick] OUT_DIR" >&2; exit 2; }
@@ -46,14 +49,15 @@ if [ -z "$imagenet" ]; then
     [ -d "$imagenet" ] || imagenet=$repo/shared/data/imagenet_loc
 fi
 if [ -n "$quick" ]; then
-    t_maps=90 t_peers=60 t_extraction=75 t_cuda=45 limit=(--limit 8)
+    t_maps=45 t_peers=45 t_extraction=75 t_cuda=45 limit=(--limit 8) source=(--demo 16 --dataset "demo photos")
+    [ "$device" = cpu ] && export OMP_NUM_THREADS=1
 else
-    t_maps=170 t_peers=100 t_extraction=120 t_cuda=70 limit=()
+    t_maps=170 t_peers=100 t_extraction=120 t_cuda=70 limit=() source=(--root "$imagenet")
 fi
 if [ "$device" = cuda ]; then
     extraction=(--amp bf16 --workers 8 --batch-size 64)
 else
-    extraction=(--amp none --workers 1 --batch-size 4)
+    extraction=(--amp none --workers 0 --batch-size 4)
 fi
 
 echo "part,status,exit_code,seconds,timeout_s" > "$out/status.csv"
@@ -84,13 +88,13 @@ run_part maps "${GPU_CHECK_TIMEOUT_MAPS:-$t_maps}" "${check[@]}" maps --device "
 run_part peers "${GPU_CHECK_TIMEOUT_PEERS:-$t_peers}" "${check[@]}" peers --device "$device" $quick \
     --out "$out/peers.csv"
 run_part extraction "${GPU_CHECK_TIMEOUT_EXTRACTION:-$t_extraction}" "${check[@]}" extraction --device "$device" \
-    $quick --root "$imagenet" "${limit[@]}" "${extraction[@]}" --work "$out/work/imagenet" --out "$out/extraction.csv"
+    $quick "${source[@]}" "${extraction[@]}" --work "$out/work/sample" --out "$out/extraction.csv"
 if [ -n "${GPU_CHECK_SCALE_ROOT:-}" ]; then
     run_part extraction_scale "${GPU_CHECK_TIMEOUT_EXTRACTION_SCALE:-$t_extraction}" "${check[@]}" extraction \
         --device "$device" $quick --root "$GPU_CHECK_SCALE_ROOT" --part train --dataset "scale tree" "${limit[@]}" \
         "${extraction[@]}" --work "$out/work/scale" --out "$out/extraction.csv"
 fi
-run_part cuda_tests "${GPU_CHECK_TIMEOUT_CUDA_TESTS:-$t_cuda}" "${check[@]}" cuda-tests \
+run_part cuda_tests "${GPU_CHECK_TIMEOUT_CUDA_TESTS:-$t_cuda}" "$PYTHON" "$repo/benchmarks/gpu_check_tests.py" \
     --out "$out/cuda_tests.csv" --junit "$out/logs/cuda_tests.xml"
 
 if ! timeout 30 "${check[@]}" summary "$out" --device "$device" > "$out/logs/summary.log" 2>&1; then
