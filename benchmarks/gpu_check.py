@@ -262,7 +262,7 @@ def extraction_part(device: torch.device, plan: Plan, root: Path | None, part: s
     command = [sys.executable, "-m", "snakemake", store_path, "--snakefile", str(REPO / "Snakefile"),
                "--directory", str(work), "--cores", str(workers + 1), "--resources", "gpu=1",
                "--configfile", str(REPO / "config.yaml"), *map(str, configs), str(work / "gpu_check.yaml")]
-    env = {key: value for key, value in os.environ.items() if not key.startswith("SNAKEMAKE")}
+    env = {name: value for name, value in os.environ.items() if not name.startswith("SNAKEMAKE")}
     start = time.perf_counter()
     subprocess.run(command, cwd=work, env=env, check=True)
     snakemake_s = time.perf_counter() - start

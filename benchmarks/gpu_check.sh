@@ -16,7 +16,7 @@
 #   GPU_CHECK_TIMEOUT_<PART> seconds for a part (MAPS, PEERS, EXTRACTION, EXTRACTION_SCALE, CUDA_TESTS)
 #   GPU_CHECK_PARTS          the parts to run (default: "maps peers extraction cuda_tests")
 # Default timeouts sum to 460 s on CUDA (530 s at worst with the 10 s kill grace and the 30 s summary: under
-# a 540 s limit) and 210 s with --quick (about a minute on 2 idle cores).
+# a 540 s limit) and 210 s with --quick (which takes about 95 s on 2 shared cores).
 set -u
 
 usage() { echo "usage: bash benchmarks/gpu_check.sh [--device cuda|cpu] [--quick] OUT_DIR" >&2; exit 2; }

@@ -1,5 +1,5 @@
 """benchmarks/gpu_check.sh in its CPU quick mode (the CI run of the GPU check), run once: every part's CSV,
-plausible numbers, the summary, and a part stopped by its timeout leaving the others' files. About a minute on
+plausible numbers, the summary, and a part stopped by its timeout leaving the others' files. About 1.5 minutes on
 2 idle cores; needs no ../shared (the quick extraction is of demo photos)."""
 
 from __future__ import annotations
