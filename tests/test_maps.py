@@ -316,6 +316,7 @@ def test_cpu_autocast_maps_correlate_with_float32(lite0, demo_batch, target, amp
     assert_amp_maps_correlate(amp.maps, reference.maps, amp_dtype)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("amp_dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
 @pytest.mark.parametrize("target", ["class", "gestalt"])
