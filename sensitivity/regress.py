@@ -548,6 +548,40 @@ class BoxRegressor(RegressorMixin, BaseEstimator):
             fitted.append(model._set_solution(*self._solve(equations, alpha, prepared), prepared))
         return fitted
 
+    def fit_alpha_path_folds(self, batches: Iterable[tuple[ArrayLike | MapStack, ArrayLike, ArrayLike]],
+                             alphas: Iterable[float], folds: int) -> list[list[BoxRegressor]]:
+        """For cross-validation: for each fold k, :meth:`fit_alpha_path`'s fits on the rows whose fold is not k,
+        from ONE pass over ``(maps, boxes, fold)`` batches (fold: an integer in [0, folds) per row)."""
+        self._validate_params()
+        if self.solver != "ridge":
+            raise ValueError("fit_alpha_path_folds needs solver='ridge'")
+        alphas = list(alphas)
+        current: dict[str, np.ndarray] = {}
+
+        def maps_and_boxes() -> Iterator[tuple]:
+            for X_b, y_b, fold_b in batches:
+                current["fold"] = np.asarray(fold_b)
+                yield X_b, y_b
+
+        prepared = self._prepared(maps_and_boxes())
+        equations = [NormalEquations() for _ in range(folds)]
+        for X_b, y_b in prepared:
+            for k, fold_equations in enumerate(equations):
+                kept = current["fold"] != k
+                if kept.any():
+                    fold_equations.add(X_b[kept], y_b[kept])
+        fitted = []
+        for fold_equations in equations:
+            models = []
+            for alpha in alphas:
+                model = clone(self).set_params(alpha=alpha)
+                model._validate_params()
+                model._set_solution(*self._solve(fold_equations, alpha, prepared), prepared)
+                model.n_samples_seen_ = fold_equations.n
+                models.append(model)
+            fitted.append(models)
+        return fitted
+
     def _prepared(self, batches: Iterable) -> _PreparedBatches:
         return _PreparedBatches(batches, self.pool, self.normalize, self.target, self.features,
                                 embedding=self.embedding_components > 0)

@@ -640,12 +640,12 @@ def test_killed_fit_reruns_only_the_fit_and_what_follows(demo_run, tmp_path) -> 
     def fitting_candidates() -> bool:
         # Snakemake deletes a job's outputs and log before starting it; the fit script then opens its log anew
         with contextlib.suppress(FileNotFoundError):
-            return log.stat().st_mtime_ns >= started and "fold 2 of 5: fitting the candidates" in log.read_text()
+            return log.stat().st_mtime_ns >= started and "candidate setting 2:" in log.read_text()
         return False
 
     killed = kill_midway(workdir, "--forcerun", "fit_regressor", ready=fitting_candidates)
     # killed while cross-validating the candidates: nothing of the fit was published
-    assert "fold 2 of 5" in log.read_text() and "wrote" not in log.read_text()
+    assert "candidate setting 2:" in log.read_text() and "wrote" not in log.read_text()
     assert not model.exists() and not summary.exists(), f"the killed fit left outputs:\n{killed[-5000:]}"
 
     unlock = snakemake(workdir, "--unlock", timeout=120)

@@ -23,6 +23,10 @@ CHEAP = {
     "comparison": {"thresholds": 20, "speed": {"batch_size": 4, "warmup": 0, "repeats": 1}},
     "extraction": {"shards": 1},
     "evaluation": {"split_seeds": [0, 1]},
+    # 7 methods x 3 fits (the table and two seeds): a small grid and 2 folds keep the plumbing quick
+    "regression": {"grid": {"alpha": [1.0, 100.0], "pool": [7], "normalize": ["max"],
+                            "embedding_components": [0, 16]},
+                   "selection": {"folds": 2}},
 }
 
 

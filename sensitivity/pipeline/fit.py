@@ -6,6 +6,7 @@ import itertools
 import json
 import logging
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -97,21 +98,38 @@ def image_folds(rows: pd.DataFrame, folds: int, seed: int) -> np.ndarray:
     return fold
 
 
-def cross_validated_corloc(grid: dict, solver: str, sgd: dict, stores: list[str], rows: pd.DataFrame,
-                           attention: bool, embedding: bool, threshold: float, folds: int, seed: int,
-                           batch_size: int) -> tuple[list[dict], np.ndarray]:
-    """Every candidate fitted on all folds but one and scored on that one: the candidates' settings and
-    their CorLoc per fold (candidates, folds)."""
-    fold = image_folds(rows, folds, seed)
-    scores = []
-    for k in range(folds):
-        log.info("cross-validation fold %d of %d: fitting the candidates", k + 1, folds)
-        fit_rows, held_out = rows[fold != k], rows[fold == k]
-        models = candidate_models(grid, solver, sgd, RowMaps(stores, fit_rows, batch_size, attention, embedding),
-                                  embedding)
-        correct, count = correct_counts(models, RowMaps(stores, held_out, batch_size, attention, embedding), threshold)
-        scores.append(correct / max(count, 1))
-    return [model.get_params() for model in models], np.column_stack(scores)
+def cross_validated_corloc(grid: dict, stores: list[str], rows: pd.DataFrame, attention: bool, embedding: bool,
+                           threshold: float, folds: int, seed: int, batch_size: int) -> tuple[list[dict], np.ndarray]:
+    """Every (ridge) candidate fitted on all folds but one and scored on that one: the candidates' settings
+    and their CorLoc per fold (candidates, folds). Two passes over the maps per feature setting, whatever
+    the number of folds: one accumulates each fold's normal equations, one scores."""
+    fold = pd.Series(image_folds(rows, folds, seed), index=rows.index)
+    maps = RowMaps(stores, rows, batch_size, attention, embedding)
+
+    def with_folds() -> Iterator[tuple]:
+        for block, block_maps in maps:
+            yield block_maps, np.stack(block["target_box"].to_numpy()), fold.loc[block.index].to_numpy()
+
+    per_fold: list[list[BoxRegressor]] = [[] for _ in range(folds)]
+    for k_setting, setting in enumerate(candidate_settings(grid, embedding)):
+        log.info("cross-validation, candidate setting %d: %s", k_setting + 1, setting)
+        for k, models in enumerate(BoxRegressor(**setting).fit_alpha_path_folds(with_folds(), grid["alpha"], folds)):
+            per_fold[k] += models
+    correct, count = np.zeros((len(per_fold[0]), folds)), np.zeros(folds)
+    for block, block_maps in maps:
+        block_fold = fold.loc[block.index].to_numpy()
+        gt = list(block["gt"])
+        features: dict[tuple, np.ndarray] = {}
+        for c, model in enumerate(per_fold[0]):
+            key = model.feature_settings()
+            if key not in features:
+                features[key] = model.transform_features(block_maps)
+            for k in np.unique(block_fold):
+                held_out = np.flatnonzero(block_fold == k)
+                boxes = per_fold[k][c].predict_features(features[key][held_out])
+                correct[c, k] += correct_localizations(boxes, [gt[i] for i in held_out], threshold).sum()
+        count += np.bincount(block_fold, minlength=folds)
+    return [model.get_params() for model in per_fold[0]], correct / np.maximum(count, 1)
 
 
 def fit_regressor(manifest_path: str | Path, split_path: str | Path, stores: list[str], model_path: str | Path,
@@ -140,8 +158,11 @@ def fit_regressor(manifest_path: str | Path, split_path: str | Path, stores: lis
     sgd = sgd or {}
     choice_rows = rows[rows["split"].isin({train_split, val_split})]
     if selection["method"] == "cv":
-        params, fold_scores = cross_validated_corloc(grid, solver, sgd, stores, choice_rows, attention, embedding,
-                                                     iou_threshold, selection["folds"], selection["seed"], batch_size)
+        if solver != "ridge":
+            raise ValueError("regression.selection.method 'cv' needs regression.solver 'ridge' (SGD fits are too slow "
+                             "to repeat per fold); choose on val with selection.method 'val'")
+        params, fold_scores = cross_validated_corloc(grid, stores, choice_rows, attention, embedding, iou_threshold,
+                                                     selection["folds"], selection["seed"], batch_size)
         scores = fold_scores.mean(axis=1)
         best = BoxRegressor(**params[int(np.argmax(scores))]).fit_batches(
             RowMaps(stores, choice_rows, batch_size, attention, embedding).boxes())
