@@ -371,15 +371,11 @@ def test_shipped_box_model_gives_way_to_flags_it_was_not_fitted_on(tmp_path):
     assert code == 2 and stdout == ""
     assert "--box learned" in stderr and "method='guided_backprop' (here 'gradcam')" in stderr
     assert len(stderr.strip().splitlines()) == 1
-    code, _, stderr = run(["localize", str(RACCOON), "--regressor", str(localize_module().DEFAULT_BOX_MODEL),
+    from sensitivity.localize import DEFAULT_BOX_MODEL
+
+    code, _, stderr = run(["localize", str(RACCOON), "--regressor", str(DEFAULT_BOX_MODEL),
                            "--box", "heuristic", "--boxes-csv", str(csv_path)])
     assert code == 2 and "--box heuristic: --regressor gives a learned box" in stderr
-
-
-def localize_module():
-    from sensitivity import localize
-
-    return localize
 
 
 def test_shipped_box_model_records_how_and_on_what_it_was_fitted(tmp_path):

@@ -293,6 +293,25 @@ def test_cross_validation_scores_every_candidate_on_held_out_folds_and_refits_th
     assert saved.n_samples_seen_ == len(rows)
 
 
+def test_fold_corloc_scores_each_fold_with_its_own_models_and_refuses_an_empty_fold() -> None:
+    from sensitivity.pipeline.fit import fold_corloc
+
+    rng = np.random.default_rng(0)
+    maps = rng.random((6, 8, 8))
+    left, right = np.array([0.0, 0.0, 0.5, 1.0]), np.array([0.5, 0.0, 1.0, 1.0])
+    # two constant-box models per fold (alpha huge: the mean box of what each was fitted on)
+    models = [[BoxRegressor(pool=2, alpha=1e12).fit(maps, np.tile(box, (6, 1))) for box in (left, right)]
+              for _ in range(2)]
+    rows = pd.DataFrame({"gt": [left[None], left[None], right[None], right[None], right[None], left[None]]},
+                        index=[10, 11, 12, 13, 14, 15])
+    fold = pd.Series([0, 0, 0, 1, 1, 1], index=rows.index)
+    blocks = [(rows.iloc[:4], maps[:4]), (rows.iloc[4:], maps[4:])]  # a fold may span blocks
+    scores = fold_corloc(models, blocks, fold, 0.5)
+    np.testing.assert_allclose(scores, [[2 / 3, 1 / 3], [1 / 3, 2 / 3]])
+    with pytest.raises(ValueError, match="fold 1 has no image"):
+        fold_corloc(models, blocks, pd.Series(0, index=rows.index), 0.5)
+
+
 def test_fit_with_shape_features_describes_map_and_attention(demo_dataset, shard_stores, tmp_path) -> None:
     grid = GRID | {"features": ["pooled", "shape"]}
     fit_regressor(demo_dataset["manifest"], demo_dataset["split"], [str(p) for p in shard_stores],

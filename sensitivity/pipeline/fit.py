@@ -56,31 +56,6 @@ def candidate_models(grid: dict, solver: str, sgd: dict, train: RowMaps, embeddi
     return fitted
 
 
-def correct_counts(models: list[BoxRegressor], rows: RowMaps, threshold: float) -> tuple[np.ndarray, int]:
-    """Rows each model localizes correctly and the number of rows, from one pass over their maps (features
-    computed once per feature setting)."""
-    correct = np.zeros(len(models))
-    count = 0
-    for block, maps in rows:
-        features: dict[tuple, np.ndarray] = {}
-        for k, model in enumerate(models):
-            key = model.feature_settings()
-            if key not in features:
-                features[key] = model.transform_features(maps)
-            boxes = model.predict_features(features[key])
-            correct[k] += correct_localizations(boxes, list(block["gt"]), threshold).sum()
-        count += len(block)
-    return correct, count
-
-
-def validation_corloc(models: list[BoxRegressor], val: RowMaps, threshold: float) -> np.ndarray:
-    """CorLoc of each model on the val rows."""
-    correct, count = correct_counts(models, val, threshold)
-    if count == 0:
-        raise ValueError("the val split has no image with a map; cannot choose hyper-parameters")
-    return correct / count
-
-
 def image_folds(rows: pd.DataFrame, folds: int, seed: int) -> np.ndarray:
     """Fold (0..folds-1) of each row: every row of an image in one fold, classes spread over the folds
     (scikit-learn's ``StratifiedGroupKFold``, shuffled with ``seed``)."""
@@ -115,7 +90,14 @@ def cross_validated_corloc(grid: dict, stores: list[str], rows: pd.DataFrame, at
         log.info("cross-validation, candidate setting %d: %s", k_setting + 1, setting)
         for k, models in enumerate(BoxRegressor(**setting).fit_alpha_path_folds(with_folds(), grid["alpha"], folds)):
             per_fold[k] += models
-    correct, count = np.zeros((len(per_fold[0]), folds)), np.zeros(folds)
+    return [model.get_params() for model in per_fold[0]], fold_corloc(per_fold, maps, fold, threshold)
+
+
+def fold_corloc(per_fold: list[list[BoxRegressor]], maps: RowMaps, fold: pd.Series, threshold: float) -> np.ndarray:
+    """CorLoc (candidates, folds) of each fold's candidates on the rows of that fold (``fold``, by row label),
+    from one pass over the maps (features computed once per feature setting). Choosing on val is one fold."""
+    n_folds = len(per_fold)
+    correct, count = np.zeros((len(per_fold[0]), n_folds)), np.zeros(n_folds)
     for block, block_maps in maps:
         block_fold = fold.loc[block.index].to_numpy()
         gt = list(block["gt"])
@@ -128,8 +110,10 @@ def cross_validated_corloc(grid: dict, stores: list[str], rows: pd.DataFrame, at
                 held_out = np.flatnonzero(block_fold == k)
                 boxes = per_fold[k][c].predict_features(features[key][held_out])
                 correct[c, k] += correct_localizations(boxes, [gt[i] for i in held_out], threshold).sum()
-        count += np.bincount(block_fold, minlength=folds)
-    return [model.get_params() for model in per_fold[0]], correct / np.maximum(count, 1)
+        count += np.bincount(block_fold, minlength=n_folds)
+    if not count.all():
+        raise ValueError(f"fold {int(np.argmin(count))} has no image with a map; cannot choose the box model")
+    return correct / count
 
 
 def fit_regressor(manifest_path: str | Path, split_path: str | Path, stores: list[str], model_path: str | Path,
@@ -173,8 +157,9 @@ def fit_regressor(manifest_path: str | Path, split_path: str | Path, stores: lis
     else:
         train = RowMaps(stores, rows[rows["split"] == train_split], batch_size, attention, embedding)
         models = candidate_models(grid, solver, sgd, train, embedding)
-        scores = validation_corloc(models, RowMaps(stores, rows[rows["split"] == val_split], batch_size, attention,
-                                                   embedding), iou_threshold)
+        val_rows = rows[rows["split"] == val_split]
+        scores = fold_corloc([models], RowMaps(stores, val_rows, batch_size, attention, embedding),
+                             pd.Series(0, index=val_rows.index), iou_threshold)[:, 0]
         best = models[int(np.argmax(scores))]
         chosen_on = val_split
         candidates = [settings_of(m.get_params()) | {"val_corloc": float(s)} for m, s in zip(models, scores)]
