@@ -220,8 +220,8 @@ class NormalEquations:
         self.sxx += Xc.T @ Xc
         self.sxy += Xc.T @ Yc
 
-    def solve(self, alpha: float, standardize: bool = False,
-              components: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def solve(self, alpha: float, standardize: bool = False, components: tuple[int, int] | None = None,
+              towards: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Ridge solution with unpenalised intercept: ``coef`` (K, M) and ``intercept`` (K,).
 
         The centred system ``(Cxx + alpha D) W = Cxy`` is solved by Cholesky, or by least
@@ -231,12 +231,23 @@ class NormalEquations:
         ``components=(start, k)`` first replaces the features from column ``start`` on by their
         ``k`` principal components (as scikit-learn's ``PCA`` on those columns, then the ridge); the
         coefficients returned still apply to all M original features.
+        ``towards`` (K, M) shrinks the weights towards these instead of zero (the penalty is
+        ``alpha (W - towards)' D (W - towards)``): a fitted model fine-tuned on new data, which it becomes
+        as ``alpha`` grows (with the intercept refitted to the new data).
         """
         if self.n == 0:
             raise ValueError("no samples to fit: the batches were empty")
         mx, my = self.sx / self.n, self.sy / self.n
         centred = self.sxx - self.n * np.outer(mx, mx)
         cxy = self.sxy - self.n * np.outer(mx, my)
+        shift = np.zeros((len(centred), cxy.shape[1]))
+        if towards is not None:
+            if components is not None:
+                raise ValueError("towards= and components= cannot be combined")
+            shift = np.asarray(towards, dtype=np.float64).T
+            if shift.shape != (len(centred), cxy.shape[1]):
+                raise ValueError(f"towards has shape {shift.T.shape}, the system needs {(cxy.shape[1], len(centred))}")
+            cxy = cxy - centred @ shift  # solve for W - towards
         basis = self._basis(centred, components)
         reduced, reduced_xy = basis.T @ centred @ basis, basis.T @ cxy
         penalty = np.ones(len(reduced))
@@ -249,7 +260,7 @@ class NormalEquations:
                 W = scipy.linalg.solve(reduced + alpha * np.diag(penalty), reduced_xy, assume_a="pos")
             except (np.linalg.LinAlgError, scipy.linalg.LinAlgWarning):
                 W = scipy.linalg.lstsq(reduced + alpha * np.diag(penalty), reduced_xy)[0]
-        W = basis @ W
+        W = basis @ W + shift
         return W.T, (self.y0 + my) - (self.x0 + mx) @ W
 
     @staticmethod
@@ -528,11 +539,14 @@ class BoxRegressor(RegressorMixin, BaseEstimator):
         return self._set_solution(coef, intercept, prepared)
 
     def fit_alpha_path(
-        self, batches: Iterable[tuple[ArrayLike | torch.Tensor, ArrayLike]], alphas: Iterable[float]
+        self, batches: Iterable[tuple[ArrayLike | torch.Tensor, ArrayLike]], alphas: Iterable[float],
+        towards: BoxRegressor | None = None,
     ) -> list[BoxRegressor]:
         """Ridge fits for several ``alphas`` from ONE pass over the batches (shared normal equations).
 
-        Returns one fitted clone of this estimator per alpha (``solver`` must be "ridge").
+        Returns one fitted clone of this estimator per alpha (``solver`` must be "ridge"). ``towards``, a
+        fitted model with the same features, fine-tunes it instead: the weights are shrunk towards its
+        weights, not towards zero (and ``embedding_components`` is not applied: its weights already are).
         """
         self._validate_params()
         if self.solver != "ridge":
@@ -545,11 +559,12 @@ class BoxRegressor(RegressorMixin, BaseEstimator):
         for alpha in alphas:
             model = clone(self).set_params(alpha=alpha)
             model._validate_params()
-            fitted.append(model._set_solution(*self._solve(equations, alpha, prepared), prepared))
+            fitted.append(model._set_solution(*self._solve(equations, alpha, prepared, towards), prepared))
         return fitted
 
     def fit_alpha_path_folds(self, batches: Iterable[tuple[ArrayLike | MapStack, ArrayLike, ArrayLike]],
-                             alphas: Iterable[float], folds: int) -> list[list[BoxRegressor]]:
+                             alphas: Iterable[float], folds: int,
+                             towards: BoxRegressor | None = None) -> list[list[BoxRegressor]]:
         """For cross-validation: for each fold k, :meth:`fit_alpha_path`'s fits on the rows whose fold is not k,
         from ONE pass over ``(maps, boxes, fold)`` batches (fold: an integer in [0, folds) per row)."""
         self._validate_params()
@@ -576,7 +591,7 @@ class BoxRegressor(RegressorMixin, BaseEstimator):
             for alpha in alphas:
                 model = clone(self).set_params(alpha=alpha)
                 model._validate_params()
-                model._set_solution(*self._solve(fold_equations, alpha, prepared), prepared)
+                model._set_solution(*self._solve(fold_equations, alpha, prepared, towards), prepared)
                 model.n_samples_seen_ = fold_equations.n
                 models.append(model)
             fitted.append(models)
@@ -586,9 +601,20 @@ class BoxRegressor(RegressorMixin, BaseEstimator):
         return _PreparedBatches(batches, self.pool, self.normalize, self.target, self.features,
                                 embedding=self.embedding_components > 0)
 
-    def _solve(self, equations: NormalEquations, alpha: float,
-               prepared: _PreparedBatches) -> tuple[np.ndarray, np.ndarray]:
-        """The ridge solution; the embedding's columns (last) reduced to their principal components."""
+    def _solve(self, equations: NormalEquations, alpha: float, prepared: _PreparedBatches,
+               towards: BoxRegressor | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The ridge solution; the embedding's columns (last) reduced to their principal components, or
+        shrunk towards the weights of ``towards``."""
+        if towards is not None:
+            check_is_fitted(towards)
+            same = {key: (getattr(self, key), getattr(towards, key)) for key in ("features", "target")}
+            differ = {key: pair for key, pair in same.items() if pair[0] != pair[1]}
+            if differ or towards.feature_settings() != self.feature_settings():
+                raise ValueError(f"towards: a model of other features or boxes ({differ or towards.feature_settings()})")
+            if towards.n_features_in_ != len(equations.sx):
+                raise ValueError(f"towards: a model of {towards.n_features_in_} features, these maps give "
+                                 f"{len(equations.sx)}")
+            return equations.solve(alpha, self.features == "shape", towards=towards.coef_)
         components = None
         if self.embedding_components:
             if self.embedding_components > prepared.n_embedding:

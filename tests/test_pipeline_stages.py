@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.model_selection import StratifiedGroupKFold
 import zarr
 from PIL import Image
 
@@ -227,7 +228,9 @@ def test_fit_summary_has_every_grid_point_and_keeps_the_best_on_val(demo_dataset
     best = candidates[int(np.argmax(scores))]
     assert summary["score"] == max(scores) and summary["selection"] == "val"
     assert summary["chosen"] == {k: best[k] for k in ("features", "alpha", "pool", "normalize", "target",
-                                                      "embedding_components")} | {"solver": "ridge"}
+                                                      "embedding_components", "start")} | {"solver": "ridge"}
+    assert best["start"] is None  # the shipped prior's maps are Guided Backprop, these are gradient maps
+    assert summary["prior"]["used"] is False and "method='guided_backprop'" in summary["prior"]["why_not"]
     assert {c["features"] for c in candidates} == {"pooled"}  # the grid's default
 
     split = read_split(demo_dataset["split"])
@@ -291,6 +294,57 @@ def test_cross_validation_scores_every_candidate_on_held_out_folds_and_refits_th
     saved = BoxRegressor.load(tmp_path / "regressor.npz")
     assert saved.alpha == candidates[best]["alpha"] and saved.features == candidates[best]["features"]
     assert saved.n_samples_seen_ == len(rows)
+
+
+def test_fit_tries_a_prior_box_model_as_it_is_and_fine_tuned(demo_dataset, shard_stores, tmp_path) -> None:
+    from sensitivity.store import map_provenance
+
+    stores = [str(p) for p in shard_stores]
+    provenance = map_provenance(stores)
+    provenance.pop("attention"), provenance.pop("embedding")
+    X, y, gt, image_ids = {}, {}, {}, []
+    for ids, block, embedding in iter_maps(shard_stores, attention=True, embedding=True):
+        X.update({i: (b, e) for i, b, e in zip(ids, block, embedding)})
+    manifest = read_manifest(demo_dataset["manifest"]).set_index("image_id")
+    image_ids = sorted(X)
+    gt = {i: np.asarray(json.loads(manifest.loc[i, "boxes"])) for i in image_ids}
+    stack = MapStack(np.stack([X[i][0] for i in image_ids]), np.stack([X[i][1] for i in image_ids]))
+    # a prior that has seen every image (so it wins against the grid's mean box), made like these maps
+    prior = BoxRegressor(features="shape", alpha=1.0, embedding_components=4).fit(
+        stack, np.stack([largest_box(gt[i]) for i in image_ids]))
+    prior.provenance_ = provenance
+    prior.save(tmp_path / "prior.npz")
+    grid = {"alpha": [1e12], "pool": [7], "normalize": ["max"], "parameterisation": ["corners"],
+            "features": ["pooled"]}
+    fit_regressor(demo_dataset["manifest"], demo_dataset["split"], stores, tmp_path / "r.npz", tmp_path / "s.json",
+                  grid=grid, selection={"method": "cv", "folds": 3, "seed": 0},
+                  prior={"model": str(tmp_path / "prior.npz"), "alpha": [1.0, 1e9]})
+    summary = json.loads((tmp_path / "s.json").read_text())
+    candidates = summary["candidates"]
+    assert summary["prior"] == {"model": "prior.npz", "used": True}
+    assert [(c["start"], c["alpha"]) for c in candidates] == [(None, 1e12), ("as is", 1.0), ("fine-tuned", 1.0),
+                                                              ("fine-tuned", 1e9)]
+    # as it is, the prior scores on each held-out fold what its own predictions give
+    split = read_split(demo_dataset["split"])
+    rows = manifest.reset_index()
+    rows = rows[rows["image_id"].map(split).isin({"train", "val"}) & rows["image_id"].isin(X)].reset_index(drop=True)
+    folds = StratifiedGroupKFold(3, shuffle=True, random_state=0).split(rows, rows["label"], rows["image_id"])
+    index = {i: k for k, i in enumerate(image_ids)}
+    expected = []
+    for _, held_out in folds:
+        keys = [index[i] for i in rows["image_id"].iloc[held_out]]
+        boxes = prior.predict(stack[np.asarray(keys)])
+        expected.append((_hand_corloc(boxes, [gt[image_ids[k]] for k in keys]) > 0.5).mean())
+    np.testing.assert_allclose(candidates[1]["fold_corloc"], expected)
+    # the chosen candidate is saved as it is or refitted towards the prior, and says so
+    best = candidates[int(np.argmax([c["cv_corloc"] for c in candidates]))]
+    assert best["start"] is not None and summary["chosen"]["start"] == best["start"]
+    saved = BoxRegressor.load(tmp_path / "r.npz")
+    assert saved.fitted_on_["start"]["model"] == "prior.npz" and saved.fitted_on_["start"]["how"] == best["start"]
+    if best["start"] == "as is":
+        np.testing.assert_array_equal(saved.coef_, prior.coef_)
+    else:
+        assert saved.alpha == best["alpha"] and saved.n_samples_seen_ == len(rows)
 
 
 def test_fold_corloc_scores_each_fold_with_its_own_models_and_refuses_an_empty_fold() -> None:

@@ -397,6 +397,60 @@ def test_principal_components_of_trailing_features_equal_pca_then_standardised_r
         equations.solve(1.0, components=(3, 13))
 
 
+def test_ridge_towards_prior_weights_equals_standardised_ridge_on_the_prior_residual() -> None:
+    """Shrinking towards W0 is ridge on Y - X W0' (then + W0): checked against scikit-learn."""
+    from sklearn.linear_model import Ridge
+    from sklearn.preprocessing import StandardScaler
+
+    from sensitivity.regress import NormalEquations
+
+    rng = np.random.default_rng(8)
+    X = rng.normal(size=(200, 7)) * np.array([0.01, 1.0, 30.0, 2.0, 1.0, 5.0, 0.5]) + 4.0
+    Y = X @ rng.normal(size=(7, 4)) * 0.1 + rng.normal(size=(200, 4)) * 0.2
+    prior = rng.normal(size=(4, 7)) * 0.05
+    equations = NormalEquations()
+    for start in range(0, 200, 45):
+        equations.add(X[start:start + 45], Y[start:start + 45])
+    scaler = StandardScaler().fit(X)
+    for alpha in (0.1, 10.0, 1000.0):
+        coef, intercept = equations.solve(alpha, standardize=True, towards=prior)
+        residual = Ridge(alpha=alpha).fit(scaler.transform(X), Y - X @ prior.T)
+        expected = X @ prior.T + residual.predict(scaler.transform(X))
+        np.testing.assert_allclose(X @ coef.T + intercept, expected, atol=1e-8)
+    # a huge penalty keeps the prior's weights and refits only the intercept to the new data's means
+    coef, intercept = equations.solve(1e12, standardize=True, towards=prior)
+    np.testing.assert_allclose(coef, prior, atol=1e-8)
+    np.testing.assert_allclose(intercept, Y.mean(axis=0) - X.mean(axis=0) @ prior.T, atol=1e-8)
+    # no penalty: least squares, whatever the prior
+    np.testing.assert_allclose(equations.solve(0.0, towards=prior)[0], equations.solve(0.0)[0], atol=1e-8)
+    with pytest.raises(ValueError, match="shape"):
+        equations.solve(1.0, towards=prior[:, :3])
+    with pytest.raises(ValueError, match="cannot be combined"):
+        equations.solve(1.0, components=(3, 2), towards=prior)
+
+
+def test_fine_tuning_a_fitted_box_model_shrinks_towards_its_weights() -> None:
+    from sensitivity.regress import MapStack
+
+    rng = np.random.default_rng(9)
+    boxes = np.sort(rng.uniform(0, 1, (90, 2, 2)), axis=1).transpose(0, 2, 1).reshape(90, 4)[:, [0, 2, 1, 3]]
+    X = MapStack(rng.uniform(size=(90, 2, 12, 12)), boxes @ rng.normal(size=(4, 10)) + rng.normal(size=(90, 10)) * 0.05)
+    prior = BoxRegressor(features="shape", alpha=5.0, embedding_components=3).fit(X[:60], boxes[:60])
+    base = BoxRegressor(**prior.get_params())
+    loose, tight = base.fit_alpha_path(zip([X[60:]], [boxes[60:]]), [1e-3, 1e9], towards=prior)
+    assert tight.alpha == 1e9 and np.allclose(tight.coef_, prior.coef_, atol=1e-6)
+    assert not np.allclose(loose.coef_, prior.coef_, atol=1e-3)
+    assert loose.n_samples_seen_ == 30 and loose.n_embedding_ == 10
+    folds = np.arange(30) % 3
+    per_fold = base.fit_alpha_path_folds(zip([X[60:]], [boxes[60:]], [folds]), [1.0], 3, towards=prior)
+    for k, (model,) in enumerate(per_fold):  # each fold's model is the fine-tuning on the other folds' rows
+        kept = np.flatnonzero(folds != k) + 60
+        direct = base.fit_alpha_path(zip([X[kept]], [boxes[kept]]), [1.0], towards=prior)[0]
+        np.testing.assert_allclose(model.coef_, direct.coef_, atol=1e-9)
+    with pytest.raises(ValueError, match="other features"):
+        BoxRegressor(features="shape", alpha=1.0).fit_alpha_path(zip([X[60:]], [boxes[60:]]), [1.0], towards=prior)
+
+
 def test_shape_features_use_every_channel_and_round_trip(tmp_path) -> None:
     from sensitivity.shape import N_DESCRIPTORS
 

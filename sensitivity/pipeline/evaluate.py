@@ -42,6 +42,9 @@ def box_model_note(summary_path: str | Path) -> str:
     settings += [f"{key} {chosen[key]}" for key in ("pool", "normalize") if chosen.get(key) is not None]
     if chosen.get("embedding_components"):
         settings.append(f"{chosen['embedding_components']} embedding components")
+    if chosen.get("start"):
+        how = "as it is" if chosen["start"] == "as is" else "fine-tuned (alpha: penalty towards its weights)"
+        settings.append(f"the prior box model {summary['prior']['model']} {how}")
     return (f"Learned box: {', '.join(settings)}; chosen by {summary['chosen_on']} among "
             f"{len(summary['candidates'])} candidates (CorLoc {100 * summary['score']:.1f} % on "
             f"{summary['n_choice_rows']} images; {Path(summary_path).name}). Heuristic box: the "

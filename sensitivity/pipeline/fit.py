@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 import logging
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +17,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from sensitivity.boxes import correct_localizations
 from sensitivity.pipeline.rows import RowMaps, labelled_rows
-from sensitivity.regress import BoxRegressor
+from sensitivity.regress import BoxRegressor, check_provenance
 from sensitivity.store import map_provenance
 
 log = logging.getLogger(__name__)
@@ -23,6 +25,64 @@ log = logging.getLogger(__name__)
 
 #: How the box model is chosen when the config does not say: K-fold cross-validation on train + val.
 DEFAULT_SELECTION = {"method": "cv", "folds": 5, "seed": 0}
+#: The fitted box model every fit also tries, as it is and fine-tuned, when the config does not say:
+#: the one shipped with the package, with these penalties towards its weights (in rows: at 100, the prior
+#: weighs as much as 100 images).
+DEFAULT_PRIOR = {"model": "shipped", "alpha": [10.0, 100.0, 1000.0, 10000.0]}
+
+
+@dataclass(frozen=True)
+class Prior:
+    """A fitted box model the fit starts from: ``model`` (None when it cannot serve these maps), its file's
+    name, the penalties of its fine-tuning and, when unused, why."""
+
+    model: BoxRegressor | None
+    name: str
+    alpha: tuple[float, ...] = ()
+    unused: str = ""
+
+    def summary(self) -> dict:
+        return {"model": self.name, "used": self.model is not None} | ({"why_not": self.unused} if self.unused else {})
+
+
+def load_prior(prior: dict | None, provenance: dict, attention: bool, n_embedding: int) -> Prior | None:
+    """The prior box model of ``regression.prior`` (``model``: "shipped", a .npz path or None), checked against
+    the maps of the stores (their ``provenance``, whether they hold attention maps, their embedding's size)."""
+    prior = DEFAULT_PRIOR | (prior or {})
+    if prior["model"] is None:
+        return None
+    from sensitivity.localize import DEFAULT_BOX_MODEL
+
+    path = DEFAULT_BOX_MODEL if prior["model"] == "shipped" else Path(prior["model"])
+    model, name = BoxRegressor.load(path), path.name
+    try:
+        check_provenance(model, provenance, name)
+        if model.n_channels_ > 1 and not attention:
+            raise ValueError(f"{name}: fitted on {model.n_channels_} map channels, the stores hold one")
+        if model.n_embedding_ and model.n_embedding_ != n_embedding:
+            raise ValueError(f"{name}: uses a {model.n_embedding_}-value embedding, the stores hold {n_embedding}")
+    except ValueError as error:
+        log.info("the prior box model is not a candidate: %s", error)
+        return Prior(None, name, unused=str(error))
+    return Prior(model, name, tuple(float(a) for a in prior["alpha"]))
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A box model to try: grid settings (``params``), or the prior as it is or fine-tuned (``start``)."""
+
+    params: dict
+    start: str | None = None  # None, "as is" or "fine-tuned"
+
+    def refit(self, batches, prior: Prior | None) -> BoxRegressor:
+        """This candidate fitted on ``batches`` (the prior itself when taken as it is)."""
+        if self.start == "as is":
+            return copy.deepcopy(prior.model)
+        towards = prior.model if self.start == "fine-tuned" else None
+        return BoxRegressor(**self.params).fit_alpha_path(batches, [self.params["alpha"]], towards=towards)[0]
+
+    def settings(self) -> dict:
+        return settings_of(self.params) | {"start": self.start}
 
 
 def candidate_settings(grid: dict, embedding: bool = False) -> list[dict]:
@@ -73,11 +133,24 @@ def image_folds(rows: pd.DataFrame, folds: int, seed: int) -> np.ndarray:
     return fold
 
 
+def prior_candidates(prior: Prior | None, fit_path) -> tuple[list[Candidate], list[list[BoxRegressor]]]:
+    """The prior as it is and fine-tuned with each of its penalties: the candidates and their models per fold,
+    ``fit_path(base, alphas, towards)`` fitting the fine-tuned ones (one list per fold)."""
+    if prior is None or prior.model is None:
+        return [], []
+    log.info("the prior box model %s as it is and fine-tuned (alpha %s)", prior.name, list(prior.alpha))
+    tuned = fit_path(BoxRegressor(**prior.model.get_params()), prior.alpha, prior.model)
+    candidates = [Candidate(prior.model.get_params(), "as is")]
+    candidates += [Candidate(model.get_params(), "fine-tuned") for model in tuned[0]]
+    return candidates, [[prior.model, *models] for models in tuned]
+
+
 def cross_validated_corloc(grid: dict, stores: list[str], rows: pd.DataFrame, attention: bool, embedding: bool,
-                           threshold: float, folds: int, seed: int, batch_size: int) -> tuple[list[dict], np.ndarray]:
-    """Every (ridge) candidate fitted on all folds but one and scored on that one: the candidates' settings
-    and their CorLoc per fold (candidates, folds). Two passes over the maps per feature setting, whatever
-    the number of folds: one accumulates each fold's normal equations, one scores."""
+                           threshold: float, folds: int, seed: int, batch_size: int,
+                           prior: Prior | None = None) -> tuple[list[Candidate], np.ndarray]:
+    """Every (ridge) candidate fitted on all folds but one and scored on that one: the candidates and their
+    CorLoc per fold (candidates, folds). Two passes over the maps per feature setting, whatever the number
+    of folds: one accumulates each fold's normal equations, one scores."""
     fold = pd.Series(image_folds(rows, folds, seed), index=rows.index)
     maps = RowMaps(stores, rows, batch_size, attention, embedding)
 
@@ -85,12 +158,18 @@ def cross_validated_corloc(grid: dict, stores: list[str], rows: pd.DataFrame, at
         for block, block_maps in maps:
             yield block_maps, np.stack(block["target_box"].to_numpy()), fold.loc[block.index].to_numpy()
 
+    candidates: list[Candidate] = []
     per_fold: list[list[BoxRegressor]] = [[] for _ in range(folds)]
     for k_setting, setting in enumerate(candidate_settings(grid, embedding)):
         log.info("cross-validation, candidate setting %d: %s", k_setting + 1, setting)
         for k, models in enumerate(BoxRegressor(**setting).fit_alpha_path_folds(with_folds(), grid["alpha"], folds)):
             per_fold[k] += models
-    return [model.get_params() for model in per_fold[0]], fold_corloc(per_fold, maps, fold, threshold)
+        candidates += [Candidate(model.get_params()) for model in models]
+    more, more_per_fold = prior_candidates(
+        prior, lambda base, alphas, towards: base.fit_alpha_path_folds(with_folds(), alphas, folds, towards=towards))
+    for k, models in enumerate(more_per_fold):
+        per_fold[k] += models
+    return candidates + more, fold_corloc(per_fold, maps, fold, threshold)
 
 
 def fold_corloc(per_fold: list[list[BoxRegressor]], maps: RowMaps, fold: pd.Series, threshold: float) -> np.ndarray:
@@ -119,14 +198,16 @@ def fold_corloc(per_fold: list[list[BoxRegressor]], maps: RowMaps, fold: pd.Seri
 def fit_regressor(manifest_path: str | Path, split_path: str | Path, stores: list[str], model_path: str | Path,
                   summary_path: str | Path, grid: dict, solver: str = "ridge", sgd: dict | None = None,
                   iou_threshold: float = 0.5, batch_size: int = 1024, train_split: str = "train",
-                  val_split: str = "val", selection: dict | None = None) -> BoxRegressor:
-    """Choose the box model among the grid's candidates, save it and a summary.
+                  val_split: str = "val", selection: dict | None = None, prior: dict | None = None) -> BoxRegressor:
+    """Choose the box model among the grid's candidates and the prior's, save it and a summary.
 
     ``selection`` ``{"method": "cv", "folds": K, "seed": S}`` (the default) scores every candidate by K-fold
     cross-validation on train + val (folds grouped by image, stratified by class) and refits the best on
     train + val; ``{"method": "val"}`` fits on train and keeps the best on val. Ties: first in grid order.
-    ``train_split`` / ``val_split`` name the splits: ``"test"`` for both is the ``fit_on_test`` plumbing mode
-    of test-only samples (the summary records it).
+    ``prior`` ``{"model": "shipped" | path | None, "alpha": [...]}`` (default :data:`DEFAULT_PRIOR`) adds a
+    fitted box model as a candidate as it is and fine-tuned (ridge shrunk towards its weights), where its maps
+    are the stores' maps. ``train_split`` / ``val_split`` name the splits: ``"test"`` for both is the
+    ``fit_on_test`` plumbing mode of test-only samples (the summary records it).
     """
     selection = DEFAULT_SELECTION | (selection or {})
     if selection["method"] not in ("cv", "val"):
@@ -136,48 +217,58 @@ def fit_regressor(manifest_path: str | Path, split_path: str | Path, stores: lis
         raise ValueError(f"{split_path}: the {train_split} split has no image; cannot fit a box model")
     provenance = map_provenance(stores)
     # Shape features also describe the Grad-CAM maps and the classifier's embedding, where stored.
-    has_attention, has_embedding = provenance.pop("attention"), provenance.pop("embedding") > 0
-    shape = "shape" in grid.get("features", [])
-    attention, embedding = shape and has_attention, shape and has_embedding
+    has_attention, n_embedding = provenance.pop("attention"), provenance.pop("embedding")
+    starting = load_prior(prior, provenance, has_attention, n_embedding) if solver == "ridge" else None
+    uses_prior = starting is not None and starting.model is not None
+    shape = "shape" in grid.get("features", []) or (uses_prior and starting.model.features == "shape")
+    attention, embedding = shape and has_attention, shape and n_embedding > 0
     sgd = sgd or {}
     choice_rows = rows[rows["split"].isin({train_split, val_split})]
     if selection["method"] == "cv":
         if solver != "ridge":
             raise ValueError("regression.selection.method 'cv' needs regression.solver 'ridge' (SGD fits are too slow "
                              "to repeat per fold); choose on val with selection.method 'val'")
-        params, fold_scores = cross_validated_corloc(grid, stores, choice_rows, attention, embedding, iou_threshold,
-                                                     selection["folds"], selection["seed"], batch_size)
+        candidates, fold_scores = cross_validated_corloc(grid, stores, choice_rows, attention, embedding, iou_threshold,
+                                                         selection["folds"], selection["seed"], batch_size, starting)
         scores = fold_scores.mean(axis=1)
-        best = BoxRegressor(**params[int(np.argmax(scores))]).fit_batches(
-            RowMaps(stores, choice_rows, batch_size, attention, embedding).boxes())
+        chosen = candidates[int(np.argmax(scores))]
+        best = chosen.refit(RowMaps(stores, choice_rows, batch_size, attention, embedding).boxes(), starting)
         chosen_on = f"{selection['folds']}-fold cross-validation on {' + '.join(dict.fromkeys([train_split, val_split]))}"
-        candidates = [settings_of(p) | {"cv_corloc": float(m), "cv_corloc_std": float(f.std()), "fold_corloc":
-                                       [float(x) for x in f]} for p, m, f in zip(params, scores, fold_scores)]
+        tried = [c.settings() | {"cv_corloc": float(m), "cv_corloc_std": float(f.std()), "fold_corloc":
+                                [float(x) for x in f]} for c, m, f in zip(candidates, scores, fold_scores)]
         n_choice_rows, fitted_on = len(choice_rows), sorted({train_split, val_split})
+        n_images = int(choice_rows["image_id"].nunique())
     else:
         train = RowMaps(stores, rows[rows["split"] == train_split], batch_size, attention, embedding)
         models = candidate_models(grid, solver, sgd, train, embedding)
+        candidates = [Candidate(model.get_params()) for model in models]
+        more, more_models = prior_candidates(
+            starting, lambda base, alphas, towards: [base.fit_alpha_path(train.boxes(), alphas, towards=towards)])
+        candidates, models = candidates + more, models + (more_models[0] if more_models else [])
         val_rows = rows[rows["split"] == val_split]
         scores = fold_corloc([models], RowMaps(stores, val_rows, batch_size, attention, embedding),
                              pd.Series(0, index=val_rows.index), iou_threshold)[:, 0]
-        best = models[int(np.argmax(scores))]
+        chosen, best = candidates[int(np.argmax(scores))], models[int(np.argmax(scores))]
         chosen_on = val_split
-        candidates = [settings_of(m.get_params()) | {"val_corloc": float(s)} for m, s in zip(models, scores)]
+        tried = [c.settings() | {"val_corloc": float(s)} for c, s in zip(candidates, scores)]
         n_choice_rows, fitted_on = int((rows["split"] == val_split).sum()), [train_split]
+        n_images = int(rows.loc[rows["split"] == train_split, "image_id"].nunique())
     best.provenance_ = provenance
-    best.fitted_on_ = {"dataset": Path(manifest_path).parent.name, "splits": fitted_on,
-                       "n_images": int(choice_rows["image_id"].nunique()) if selection["method"] == "cv"
-                       else int(rows.loc[rows["split"] == train_split, "image_id"].nunique()),
+    best.fitted_on_ = {"dataset": Path(manifest_path).parent.name, "splits": fitted_on, "n_images": n_images,
                        "selection": chosen_on, "score": float(scores.max())}
+    if chosen.start is not None:
+        best.fitted_on_["start"] = {"model": starting.name, "how": chosen.start,
+                                    "fitted_on": getattr(starting.model, "fitted_on_", None)}
     summary = {
-        "chosen": settings_of(best.get_params()) | {"solver": solver},
+        "chosen": chosen.settings() | {"solver": solver},
         "selection": selection["method"],
         "chosen_on": chosen_on,
         "score": float(scores.max()),
         "n_choice_rows": n_choice_rows,
         "n_fit_rows": int(best.n_samples_seen_),
         "fitted_on": fitted_on,
-        "candidates": candidates,
+        "prior": starting.summary() if starting is not None else None,
+        "candidates": tried,
     }
     # The summary first, the model last, each written aside and renamed into place: a fit killed at any
     # point leaves no half-written file, and a model at its final path always ends a finished fit.

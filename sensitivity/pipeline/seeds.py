@@ -24,7 +24,7 @@ def refit(manifest_path: str | Path, split_path: Path, stores: Sequence[str | Pa
     return fit_regressor(manifest_path, split_path, list(stores), stem.with_suffix(".npz"), stem.with_suffix(".json"),
                          grid=regression["grid"], solver=regression["solver"],
                          sgd=regression["sgd"] if regression["solver"] == "sgd" else None,
-                         iou_threshold=evaluation["iou_threshold"], selection=regression.get("selection"))
+                         iou_threshold=evaluation["iou_threshold"], selection=regression.get("selection"), prior=regression.get("prior"))
 
 
 def seed_splits(manifest_path: str | Path, fractions: Sequence[float], seeds: Sequence[int]) -> Iterator[tuple[int, Path]]:

@@ -181,5 +181,15 @@ def classifier_table(wildcards):
     return [f"results/{wildcards.dataset}_classifier.csv"] if dataset(wildcards.dataset)["synset_mapping"] else []
 
 
+def prior_box_model(wildcards):
+    """The prior box model file the fit tries (regression.prior.model), as an input: none, or one path."""
+    model = config["regression"]["prior"]["model"]
+    if model is None:
+        return []
+    if model == "shipped":
+        return code("box_models/imagenet_efficientnet_lite0.npz")
+    return [model]
+
+
 def map_stores(wildcards):
     return gather.extract(f"results/{wildcards.dataset}/maps/{{scatteritem}}.zarr")

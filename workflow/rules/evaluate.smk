@@ -38,6 +38,7 @@ rule split_seeds:
         maps=map_stores,
         code=code("pipeline/seeds.py", "pipeline/split.py", "pipeline/fit.py", "pipeline/evaluate.py",
                   "pipeline/methods.py", "pipeline/rows.py", "regress.py", "shape.py", "boxes.py", "metrics.py"),
+        prior=prior_box_model,
     output:
         table="results/{dataset}_seeds.csv",
         markdown="results/{dataset}_seeds.md",

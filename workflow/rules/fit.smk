@@ -7,6 +7,7 @@ rule fit_regressor:
         split="results/{dataset}/split.csv",
         maps=map_stores,
         code=code("pipeline/fit.py", "pipeline/rows.py", "regress.py", "store.py"),
+        prior=prior_box_model,
     output:
         model="results/{dataset}/regressor.npz",
         summary="results/{dataset}/fit_summary.json",

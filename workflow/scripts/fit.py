@@ -18,4 +18,5 @@ fit_regressor(
     train_split=snakemake.params.fit_on["train"],
     val_split=snakemake.params.fit_on["val"],
     selection=r["selection"],
+    prior=r["prior"],
 )
