@@ -108,10 +108,11 @@ def _unique_stem(stem: str, used: set[str]) -> str:
 
 # --- localize ------------------------------------------------------------------------------------
 
-#: Defaults of sensitivity.localize, repeated here so that building the parser (``--help``) stays fast
-#: without importing torch; tests check they agree.
-DEFAULT_SIGMA = 4.0
+#: The heuristic box's defaults and σ's unit (sensitivity.boxes), repeated here so that building the parser
+#: (``--help``) stays fast without importing torch; tests check they agree.
+DEFAULT_SIGMA = 8.0
 DEFAULT_FRACTION = 0.2
+SIGMA_REFERENCE_SIDE = 224
 #: ``--out`` when neither it nor ``--boxes-csv`` is given.
 DEFAULT_OUT = "localize_out"
 #: sensitivity.localize.MAP_DEFAULTS and its boxes without a regressor, repeated for the same reason.
@@ -169,7 +170,8 @@ def _add_localize(subparsers) -> None:
                    help="threshold box: τ on the min-max normalised map (default: the one chosen for the map method "
                         "on ImageNet, e.g. 0.29 for gradcam)")
     p.add_argument("--sigma", type=_non_negative_float, default=DEFAULT_SIGMA,
-                   help="heuristic: Gaussian smoothing in map pixels (default: %(default)s)")
+                   help=f"heuristic: Gaussian smoothing σ in pixels of a {SIGMA_REFERENCE_SIDE}-pixel image side, "
+                        "whatever the map's size (default: %(default)s)")
     p.add_argument("--fraction", type=_fraction, default=DEFAULT_FRACTION,
                    help="heuristic: share of the top map pixels kept (default: %(default)s)")
     p.add_argument("--out", default=None, metavar="DIR",
@@ -275,7 +277,8 @@ def _run_localize(args: argparse.Namespace) -> int:
                                "heuristic for a box without learning)\n")
     elif choice.box == "heuristic":
         _write(sys.stderr, f"boxes come from the heuristic on the {options['method']} map "
-                           f"(Gaussian σ={args.sigma:g} map pixels, top {args.fraction * 100:g}% pixels)\n")
+                           f"(Gaussian σ={args.sigma:g} pixels of a {SIGMA_REFERENCE_SIDE}-pixel side, "
+                           f"top {args.fraction * 100:g}% pixels)\n")
     else:
         threshold = DEFAULT_THRESHOLDS[options["method"]] if args.threshold is None else args.threshold
         gave_way = f"{choice.note}; " if choice.note else ""

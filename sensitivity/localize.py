@@ -27,20 +27,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from sensitivity.boxes import heuristic_box, to_pixels
+from sensitivity.boxes import DEFAULT_FRACTION, DEFAULT_SIGMA, heuristic_box, to_pixels
 from sensitivity.images import MAX_PIXELS, ImageReadError, image_size, read_image
 from sensitivity.map_methods import compute_maps, method_settings
 from sensitivity.maps import AGGREGATES, TARGETS, Aggregate, Sensitivity, Target, pool_maps, resize_attention
 from sensitivity.metrics import threshold_box
 from sensitivity.models import LoadedModel
 from sensitivity.regress import BoxRegressor, MapStack, check_provenance
-
-#: Default Gaussian smoothing of the heuristic box, in map pixels. Maps are at the network's input
-#: resolution (224×224 for the default model), where 4 pixels ≈ 1.8 % of the side: enough to merge the
-#: speckle of a raw gradient map into blobs without blurring the object's extent away.
-DEFAULT_SIGMA = 4.0
-#: Default share of the (smoothed) map's pixels kept by the heuristic box.
-DEFAULT_FRACTION = 0.2
 
 Method = Literal["regression", "threshold", "heuristic"]
 #: The boxes without a regressor: the map thresholded at τ (its largest region) or the paper's heuristic box.
@@ -427,8 +420,9 @@ def localize_images(
         paper's). None (the default): "learned", or "threshold" with a warning saying why when ``model`` or
         a given map option is not the shipped model's. A ``model`` or map option that a learned box's maps
         were not made with raises ValueError; see :func:`choose_box`.
-    sigma, fraction : heuristic box settings: Gaussian smoothing in map pixels (at the network's input
-        resolution, 224 for the default model) and the share of top pixels kept.
+    sigma, fraction : heuristic box settings: Gaussian smoothing in pixels of a 224-pixel image side, whatever
+        the network's input size (:data:`~sensitivity.boxes.SIGMA_REFERENCE_SIDE`), and the share of top
+        pixels kept.
     batch_size : images per forward/backward pass.
     device : where the inputs go; defaults to the model's device.
     keep_images : keep each decoded image in ``Localization.image``.
@@ -454,8 +448,6 @@ __all__ = [
     "BOXES",
     "BOX_CHOICES",
     "DEFAULT_BOX_MODEL",
-    "DEFAULT_FRACTION",
-    "DEFAULT_SIGMA",
     "DEFAULT_THRESHOLDS",
     "EMPTY_FOLDER",
     "IMAGE_SUFFIXES",

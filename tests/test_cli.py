@@ -141,7 +141,8 @@ def test_heuristic_box_on_request(tmp_path):
     code, stdout, stderr = run(["localize", *map(str, KANGAROOS), "--box", "heuristic", "--method", "gradient",
                                 "--out", str(out_dir), "--device", "cpu"])
     assert code == 0, stderr
-    assert "boxes come from the heuristic on the gradient map (Gaussian σ=4 map pixels, top 20% pixels)" in stderr
+    assert ("boxes come from the heuristic on the gradient map (Gaussian σ=8 pixels of a 224-pixel side, top 20% "
+            "pixels)") in stderr
     assert [line.split("\t")[-1] for line in stdout.splitlines()] == ["heuristic", "heuristic"]
     assert min(kangaroo_overlaps(read_rows(out_dir))) > 0.3
 
@@ -349,9 +350,10 @@ def test_weights_that_cannot_be_fetched_exit_2_in_one_line(tmp_path, monkeypatch
 
 
 def test_cli_defaults_match_the_library():
-    from sensitivity import images, localize
+    from sensitivity import boxes, images, localize
 
-    assert (cli.DEFAULT_SIGMA, cli.DEFAULT_FRACTION) == (localize.DEFAULT_SIGMA, localize.DEFAULT_FRACTION)
+    assert (cli.DEFAULT_SIGMA, cli.DEFAULT_FRACTION, cli.SIGMA_REFERENCE_SIDE) == (
+        boxes.DEFAULT_SIGMA, boxes.DEFAULT_FRACTION, boxes.SIGMA_REFERENCE_SIDE)
     assert cli.IMAGE_SUFFIXES == localize.IMAGE_SUFFIXES
     assert cli.DEFAULT_MAX_PIXELS == images.MAX_PIXELS
     assert (cli.MAP_DEFAULTS, cli.BOXES) == (localize.MAP_DEFAULTS, localize.BOXES)
