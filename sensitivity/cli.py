@@ -108,10 +108,11 @@ def _unique_stem(stem: str, used: set[str]) -> str:
 
 # --- localize ------------------------------------------------------------------------------------
 
-#: Defaults of sensitivity.localize, repeated here so that building the parser (``--help``) stays fast
-#: without importing torch; tests check they agree.
-DEFAULT_SIGMA = 4.0
+#: The heuristic box's defaults and σ's unit (sensitivity.boxes), repeated here so that building the parser
+#: (``--help``) stays fast without importing torch; tests check they agree.
+DEFAULT_SIGMA = 8.0
 DEFAULT_FRACTION = 0.2
+SIGMA_REFERENCE_SIDE = 224
 #: ``--out`` when neither it nor ``--boxes-csv`` is given.
 DEFAULT_OUT = "localize_out"
 #: sensitivity.localize.MAP_DEFAULTS and its boxes without a regressor, repeated for the same reason.
@@ -169,7 +170,8 @@ def _add_localize(subparsers) -> None:
                    help="threshold box: τ on the min-max normalised map (default: the one chosen for the map method "
                         "on ImageNet, e.g. 0.29 for gradcam)")
     p.add_argument("--sigma", type=_non_negative_float, default=DEFAULT_SIGMA,
-                   help="heuristic: Gaussian smoothing in map pixels (default: %(default)s)")
+                   help=f"heuristic: Gaussian smoothing σ in pixels of a {SIGMA_REFERENCE_SIDE}-pixel image side, "
+                        "whatever the map's size (default: %(default)s)")
     p.add_argument("--fraction", type=_fraction, default=DEFAULT_FRACTION,
                    help="heuristic: share of the top map pixels kept (default: %(default)s)")
     p.add_argument("--out", default=None, metavar="DIR",
@@ -187,22 +189,33 @@ def _add_localize(subparsers) -> None:
     p.set_defaults(run=_run_localize)
 
 
-def _box_model(args: argparse.Namespace) -> tuple:
-    """The box model asked for (``--regressor``, else the shipped one unless ``--box`` says otherwise), the
-    ``--box`` value (None: not given) and the name the model's errors use."""
-    from sensitivity.localize import DEFAULT_BOX_MODEL, default_box_model
+def _regressor(args: argparse.Namespace) -> tuple:
+    """The box model of ``--regressor`` (None without it) and the name its errors use."""
     from sensitivity.regress import BoxRegressor
 
-    if args.regressor is not None:
-        if args.box not in (None, "learned"):
-            raise UsageError(f"--box {args.box}: --regressor gives a learned box; drop one of them")
-        try:
-            return BoxRegressor.load(args.regressor), "learned", args.regressor
-        except (OSError, ValueError) as error:
-            raise UsageError(f"--regressor: {error}") from None
-    if args.box in (None, "learned"):
-        return default_box_model(), args.box, f"the shipped box model {DEFAULT_BOX_MODEL.name}"
-    return None, args.box, "the regressor"
+    if args.regressor is None:
+        return None, "the regressor"
+    if args.box not in (None, "learned"):
+        raise UsageError(f"--box {args.box}: --regressor gives a learned box; drop one of them")
+    try:
+        return BoxRegressor.load(args.regressor), args.regressor
+    except (OSError, ValueError) as error:
+        raise UsageError(f"--regressor: {error}") from None
+
+
+def _choose_box(args: argparse.Namespace):
+    """:func:`sensitivity.localize.choose_box` for the flags; its errors name the flag they come from."""
+    from sensitivity.localize import choose_box
+
+    regressor, source = _regressor(args)
+    given = {"model": args.model, "target": args.target, "aggregate": args.aggregate, "method": args.method}
+    try:
+        return choose_box(regressor, args.box, source, **given)
+    except ValueError as error:
+        if args.regressor is None and args.box != "learned":
+            raise UsageError(f"--method: {error}") from None
+        flag = "--regressor" if args.regressor is not None else "--box learned"
+        raise UsageError(f"{flag}: {error} (or --box threshold / heuristic for a box without learning)") from None
 
 
 def _fitted_on(regressor) -> str:
@@ -232,7 +245,6 @@ def _run_localize(args: argparse.Namespace) -> int:
         expand_image_paths,
         first_readable,
         iter_localize,
-        map_options,
     )
     from sensitivity.map_methods import CONV_BLOCK_METHODS
     from sensitivity.models import UnknownModelError, WeightsError, load_model
@@ -243,24 +255,8 @@ def _run_localize(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out is not None else None if csv_path is not None else Path(DEFAULT_OUT)
     images, input_failures = expand_image_paths(args.images, recursive=args.recursive)
     device = _resolve_device(args.device)
-    regressor, box, source = _box_model(args)
-    gave_way = ""
-    given = {"model": args.model, "target": args.target, "aggregate": args.aggregate, "method": args.method}
-    try:
-        options = map_options(regressor, source, **given)
-    except ValueError as error:
-        if args.regressor is not None or box == "learned":
-            flag = "--regressor" if args.regressor is not None else "--box learned"
-            raise UsageError(f"{flag}: {error} (or --box threshold / heuristic for a box without learning)") from None
-        if regressor is None:
-            raise UsageError(f"--method: {error}") from None
-        regressor, box = None, "threshold"  # the flags ask for maps the shipped box model was not fitted on
-        try:
-            options = map_options(None, **given)
-        except ValueError as unusable:
-            raise UsageError(f"--method: {unusable}") from None
-        gave_way = f"{error}; "
-    box = box or "learned"
+    choice = _choose_box(args)
+    options, regressor = choice.options, choice.regressor
     total = len(images) + len(input_failures)
     readable, unread = first_readable(images, max_pixels=args.max_pixels)
     if readable is None:
@@ -279,11 +275,13 @@ def _run_localize(args: argparse.Namespace) -> int:
         if args.regressor is None:
             _write(sys.stderr, f"boxes come from the shipped box model ({_fitted_on(regressor)}; --box threshold or "
                                "heuristic for a box without learning)\n")
-    elif box == "heuristic":
+    elif choice.box == "heuristic":
         _write(sys.stderr, f"boxes come from the heuristic on the {options['method']} map "
-                           f"(Gaussian σ={args.sigma:g} map pixels, top {args.fraction * 100:g}% pixels)\n")
+                           f"(Gaussian σ={args.sigma:g} pixels of a {SIGMA_REFERENCE_SIDE}-pixel side, "
+                           f"top {args.fraction * 100:g}% pixels)\n")
     else:
         threshold = DEFAULT_THRESHOLDS[options["method"]] if args.threshold is None else args.threshold
+        gave_way = f"{choice.note}; " if choice.note else ""
         _write(sys.stderr, f"{gave_way}boxes come from the {options['method']} map thresholded at "
                            f"τ={threshold:g} (its largest region; --box heuristic for the paper's heuristic box)\n")
 
@@ -301,7 +299,7 @@ def _run_localize(args: argparse.Namespace) -> int:
         results = iter_localize(
             images, model, target=options["target"], aggregate=options["aggregate"], regressor=regressor,
             sigma=args.sigma, fraction=args.fraction, batch_size=args.batch_size, keep_images=out is not None,
-            method=options["method"], box=box if box != "learned" else "threshold", threshold=args.threshold,
+            method=options["method"], box=choice.box, threshold=args.threshold,
             max_pixels=args.max_pixels,
         )
         for item in itertools.chain(input_failures, results):

@@ -2,10 +2,12 @@
 
 This is the library behind ``sensitivity localize``. Images are read with :func:`read_image` (upright
 RGB, EXIF orientation applied) and prepared with the model's ``squash`` preprocessing, so the map covers
-the whole image and a box in map coordinates is a box in normalised image coordinates. Boxes come from
-a fitted :class:`~sensitivity.regress.BoxRegressor` when one is given, from the maps it was fitted on;
-otherwise from the map thresholded at τ (:func:`~sensitivity.metrics.threshold_box`, by default on the
-Grad-CAM map) or from the paper's heuristic box (:func:`~sensitivity.boxes.heuristic_box`).
+the whole image and a box in map coordinates is a box in normalised image coordinates. :func:`choose_box`
+decides how boxes are made, for the library and the command alike: by default the shipped box model
+(:data:`DEFAULT_BOX_MODEL`) or a fitted :class:`~sensitivity.regress.BoxRegressor` given instead, from the
+maps it was fitted on; on request (or when the map options asked for are not the shipped model's) the map
+thresholded at τ (:func:`~sensitivity.metrics.threshold_box`, by default on the Grad-CAM map), or the paper's
+heuristic box (:func:`~sensitivity.boxes.heuristic_box`).
 
 Unreadable images never stop a run: each is reported as a :class:`Failure` (path and reason) and the
 other images are still processed.
@@ -14,6 +16,7 @@ other images are still processed.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from os import PathLike
@@ -24,7 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from sensitivity.boxes import heuristic_box, to_pixels
+from sensitivity.boxes import DEFAULT_FRACTION, DEFAULT_SIGMA, heuristic_box, to_pixels
 from sensitivity.images import MAX_PIXELS, ImageReadError, image_size, read_image
 from sensitivity.map_methods import compute_maps, method_settings
 from sensitivity.maps import AGGREGATES, TARGETS, Aggregate, Sensitivity, Target, pool_maps, resize_attention
@@ -32,18 +35,13 @@ from sensitivity.metrics import threshold_box
 from sensitivity.models import LoadedModel
 from sensitivity.regress import BoxRegressor, MapStack, check_provenance
 
-#: Default Gaussian smoothing of the heuristic box, in map pixels. Maps are at the network's input
-#: resolution (224×224 for the default model), where 4 pixels ≈ 1.8 % of the side: enough to merge the
-#: speckle of a raw gradient map into blobs without blurring the object's extent away.
-DEFAULT_SIGMA = 4.0
-#: Default share of the (smoothed) map's pixels kept by the heuristic box.
-DEFAULT_FRACTION = 0.2
-
 Method = Literal["regression", "threshold", "heuristic"]
 #: The boxes without a regressor: the map thresholded at τ (its largest region) or the paper's heuristic box.
 BOXES = ("threshold", "heuristic")
+#: ``box`` of :func:`choose_box`: a learned box model's box, or one of :data:`BOXES`.
+BOX_CHOICES = ("learned", *BOXES)
 
-#: Map options when neither the caller nor a regressor's maps say otherwise. Without a regressor: the best map
+#: Map options when neither the caller nor a box model's maps say otherwise. Without one: the best map
 #: and box without learning that the comparison measured, Grad-CAM of the predicted class thresholded at τ
 #: (ImageNet sample, 5 split seeds: GT-known Loc 62.5 ± 2.2 % against 56.1 ± 3.0 % for the paper's gradient
 #: map and heuristic box, at 1.0 instead of 2.6 forward passes; docs/RESULTS.md).
@@ -58,6 +56,10 @@ DEFAULT_THRESHOLDS = {"gradient": 0.08, "input_x_gradient": 0.05, "smoothgrad": 
 #: The box model shipped with the package, which ``sensitivity localize`` applies by default: fitted by the
 #: workflow on the 910 ImageNet val photos of the shared sample (``make box-model``, configs/box_model.yaml).
 DEFAULT_BOX_MODEL = Path(__file__).parent / "box_models" / "imagenet_efficientnet_lite0.npz"
+
+
+#: The shipped box model's name in errors and notes.
+SHIPPED = f"the shipped box model {DEFAULT_BOX_MODEL.name}"
 
 
 def default_box_model() -> BoxRegressor:
@@ -206,6 +208,46 @@ def map_options(regressor: BoxRegressor | None = None, source: str = "the regres
     return options | {"settings": method_settings(options["method"], recorded)}
 
 
+@dataclass(frozen=True)
+class BoxChoice:
+    """How boxes are made: ``box`` "learned" (by ``regressor``), or "threshold" / "heuristic" (``regressor``
+    None); ``options`` the map options (see :func:`map_options`); ``note`` why the shipped box model gave way
+    to the threshold box ("" when it did not)."""
+
+    box: str
+    regressor: BoxRegressor | None
+    options: dict
+    note: str = ""
+
+
+def choose_box(regressor: BoxRegressor | None = None, box: str | None = None, source: str = "the regressor",
+               **given: str | None) -> BoxChoice:
+    """The box and the map options for ``regressor``, ``box`` and the ``given`` map options (``model``,
+    ``target``, ``aggregate``, ``method``; None: not given).
+
+    ``box`` is one of :data:`BOX_CHOICES` or None: "learned" is ``regressor``'s box, else the shipped box
+    model's (:data:`DEFAULT_BOX_MODEL`); "threshold" and "heuristic" take no ``regressor``. None is "learned",
+    except that a given option the shipped model's maps were not made with makes it give way to the threshold
+    box, with a ``note`` saying why. With ``regressor`` or ``box="learned"`` such an option is a ValueError
+    naming both values (and ``source``, the regressor's name, or the shipped model's).
+    """
+    if box not in (None, *BOX_CHOICES):
+        raise ValueError(f"box must be one of {BOX_CHOICES} or None, got {box!r}")
+    if box in BOXES:
+        if regressor is not None:
+            raise ValueError(f"box={box!r}: a regressor gives a learned box; drop one of them")
+        return BoxChoice(box, None, map_options(None, **given))
+    asked = box == "learned" or regressor is not None
+    if regressor is None:
+        regressor, source = default_box_model(), SHIPPED
+    try:
+        return BoxChoice("learned", regressor, map_options(regressor, source, **given))
+    except ValueError as error:
+        if asked:
+            raise
+        return BoxChoice("threshold", None, map_options(None, **given), note=str(error))
+
+
 def regression_boxes(model: LoadedModel, inputs: torch.Tensor, target: Target, aggregate: Aggregate,
                      regressor: BoxRegressor, amp_dtype: torch.dtype | None = None, method: str = "gradient",
                      settings: dict | None = None) -> tuple[Sensitivity, np.ndarray]:
@@ -255,7 +297,7 @@ def _localize_batch(
     probabilities = torch.softmax(result.logits, dim=1)
     scores, classes = probabilities.max(dim=1)
     out = []
-    for (path, image, (width, height)), m, box, index, score in zip(
+    for (path, image, (width, height)), m, corners, index, score in zip(
         batch, maps, boxes, classes.tolist(), scores.tolist()
     ):
         out.append(
@@ -266,8 +308,8 @@ def _localize_batch(
                 class_index=int(index),
                 class_name=_class_name(model, int(index)),
                 score=float(score),
-                box_normalised=box,
-                box_pixels=to_pixels(box, width, height),
+                box_normalised=corners,
+                box_pixels=to_pixels(corners, width, height),
                 method=method,
                 map=m.astype(np.float32, copy=False),
                 image=image if keep_images else None,
@@ -288,7 +330,7 @@ def iter_localize(
     device: str | torch.device | None = None,
     keep_images: bool = False,
     method: str | None = None,
-    box: str = "threshold",
+    box: str | None = None,
     threshold: float | None = None,
     max_pixels: int = MAX_PIXELS,
 ) -> Iterator[Localization | Failure]:
@@ -297,17 +339,19 @@ def iter_localize(
     Only one batch of images is held in memory at a time. See :func:`localize_images` for the
     arguments; ``keep_images`` keeps the decoded image in each result (for figures).
     """
-    options = map_options(regressor, model=model.name, target=target, aggregate=aggregate, method=method)
+    choice = choose_box(regressor, box, model=model.name, target=target, aggregate=aggregate, method=method)
+    if choice.note:
+        warnings.warn(f"{choice.note}; boxes come from the threshold box instead (box='threshold' asks for it)",
+                      stacklevel=2)
+    options, regressor, box = choice.options, choice.regressor, choice.box
     _check_options(options["target"], options["aggregate"], sigma, fraction, batch_size)
-    if box not in BOXES:
-        raise ValueError(f"box must be one of {BOXES}, got {box!r}")
     threshold = DEFAULT_THRESHOLDS[options["method"]] if threshold is None else threshold
     if not 0 <= threshold < 1:
         raise ValueError(f"threshold must be in [0, 1), got {threshold}")
     if box == "threshold":
-        box_of = lambda m: threshold_box(m, threshold)  # noqa: E731
+        box_of = lambda m: threshold_box(m, threshold)
     else:
-        box_of = lambda m: heuristic_box(m, sigma=sigma, fraction=fraction)  # noqa: E731
+        box_of = lambda m: heuristic_box(m, sigma=sigma, fraction=fraction)
     if regressor is not None:
         check_regressor(regressor, model)
     device = torch.device(device) if device is not None else model.device
@@ -354,7 +398,7 @@ def localize_images(
     device: str | torch.device | None = None,
     keep_images: bool = False,
     method: str | None = None,
-    box: str = "threshold",
+    box: str | None = None,
     threshold: float | None = None,
     max_pixels: int = MAX_PIXELS,
 ) -> tuple[list[Localization], list[tuple[str, str]]]:
@@ -367,14 +411,18 @@ def localize_images(
     target : "class" (map of the predicted class's logit) or "gestalt" (map of the Gestalt Total).
     aggregate : "max" or "mean" of |gradient| over colour channels (gradient-type maps).
     method : the map method (:mod:`sensitivity.map_methods`).
-        ``target``, ``aggregate`` and ``method`` default to how the regressor's maps were made, else to
-        :data:`MAP_DEFAULTS` (see :func:`map_options`); values the regressor's maps were not made with
-        raise ValueError.
-    regressor : a fitted :class:`BoxRegressor` (maps of the model's input size); None uses ``box``.
-    box : without a regressor, "threshold" (the map thresholded at ``threshold``, the bounding box of its
-        largest region; default τ per method :data:`DEFAULT_THRESHOLDS`) or "heuristic" (the paper's).
-    sigma, fraction : heuristic box settings: Gaussian smoothing in map pixels (at the network's input
-        resolution, 224 for the default model) and the share of top pixels kept.
+        ``target``, ``aggregate`` and ``method`` default to how the box model's maps were made, else to
+        :data:`MAP_DEFAULTS` (see :func:`map_options`).
+    regressor : a fitted :class:`BoxRegressor`, whose maps ``model`` must be able to make; None: the shipped
+        box model (:data:`DEFAULT_BOX_MODEL`, fitted on efficientnet_lite0's maps) when the box is learned.
+    box : "learned" (``regressor``'s box), "threshold" (the map thresholded at ``threshold``, the bounding
+        box of its largest region; default τ per method :data:`DEFAULT_THRESHOLDS`) or "heuristic" (the
+        paper's). None (the default): "learned", or "threshold" with a warning saying why when ``model`` or
+        a given map option is not the shipped model's. A ``model`` or map option that a learned box's maps
+        were not made with raises ValueError; see :func:`choose_box`.
+    sigma, fraction : heuristic box settings: Gaussian smoothing in pixels of a 224-pixel image side, whatever
+        the network's input size (:data:`~sensitivity.boxes.SIGMA_REFERENCE_SIDE`), and the share of top
+        pixels kept.
     batch_size : images per forward/backward pass.
     device : where the inputs go; defaults to the model's device.
     keep_images : keep each decoded image in ``Localization.image``.
@@ -398,16 +446,17 @@ def localize_images(
 
 __all__ = [
     "BOXES",
-    "DEFAULT_FRACTION",
-    "DEFAULT_SIGMA",
+    "BOX_CHOICES",
+    "DEFAULT_BOX_MODEL",
     "DEFAULT_THRESHOLDS",
     "EMPTY_FOLDER",
-    "MAP_DEFAULTS",
-    "Failure",
     "IMAGE_SUFFIXES",
+    "MAP_DEFAULTS",
+    "BoxChoice",
+    "Failure",
     "Localization",
     "check_regressor",
-    "DEFAULT_BOX_MODEL",
+    "choose_box",
     "default_box_model",
     "expand_image_paths",
     "first_readable",

@@ -1,13 +1,19 @@
 """Hand-computed checks for sensitivity.boxes."""
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
+from scipy.ndimage import gaussian_filter
 from sklearn.exceptions import NotFittedError
 
 from sensitivity.boxes import (
+    DEFAULT_FRACTION,
+    DEFAULT_SIGMA,
+    SIGMA_REFERENCE_SIDE,
     CentreBoxBaseline,
     average_corloc,
     corloc,
@@ -211,6 +217,14 @@ def test_centre_box_baseline_checks_lengths():
 
 # --- Heuristic baseline ----------------------------------------------------
 
+REPO = Path(__file__).resolve().parents[1]
+
+
+def input_sigma(map_sigma: float, side: int) -> float:
+    """The ``sigma`` of :func:`heuristic_box` (input pixels) that smooths a map of ``side`` pixels by
+    ``map_sigma`` map pixels."""
+    return map_sigma * SIGMA_REFERENCE_SIDE / side
+
 
 def test_heuristic_box_single_pixel_gives_its_edges():
     m = np.zeros((4, 4))
@@ -243,7 +257,7 @@ def test_heuristic_box_keeps_ceil_fraction_pixels_with_raster_tie_break():
 def test_heuristic_box_smoothing_keeps_box_centred_on_blob():
     rows, cols = np.mgrid[0:40, 0:40]
     blob = np.exp(-((rows - 12) ** 2 + (cols - 25) ** 2) / (2 * 3.0**2))
-    box = heuristic_box(blob, sigma=2.0, fraction=0.05)
+    box = heuristic_box(blob, sigma=input_sigma(2.0, 40), fraction=0.05)
     centre_x, centre_y = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
     assert abs(centre_x - 25.5 / 40) <= 1 / 40
     assert abs(centre_y - 12.5 / 40) <= 1 / 40
@@ -258,7 +272,34 @@ def test_heuristic_box_smoothing_suppresses_isolated_spike():
     # without smoothing: the spike plus the first 24 block pixels
     np.testing.assert_array_equal(heuristic_box(m, sigma=0, fraction=fraction), [0.15, 0.15, 0.75, 0.75])
     # smoothing spreads the spike thin, so only the block is kept
-    np.testing.assert_array_equal(heuristic_box(m, sigma=2.0, fraction=fraction), [0.5, 0.5, 0.75, 0.75])
+    np.testing.assert_array_equal(heuristic_box(m, sigma=input_sigma(2.0, 20), fraction=fraction),
+                                  [0.5, 0.5, 0.75, 0.75])
+
+
+@pytest.mark.parametrize(("shape", "map_sigma"), [((56, 56), 2.0), ((224, 224), 8.0), ((28, 56), (1.0, 2.0))])
+def test_heuristic_box_sigma_is_in_pixels_of_a_224_pixel_side(shape, map_sigma):
+    """σ = 8 smooths the workflow's 56² maps by 2 map pixels (its σ when σ was in map pixels: the same
+    boxes), 224² maps by 8, and other maps per axis; the old value, σ = 2, read in this unit gives other boxes."""
+    rng = np.random.default_rng(0)
+    rows, cols = np.mgrid[0:shape[0], 0:shape[1]]
+    blob = np.exp(-(((cols / shape[1] - 0.6) / 0.12) ** 2 + ((rows / shape[0] - 0.4) / 0.15) ** 2) / 2)
+    m = blob + 3 * rng.random(shape) ** 30  # a blob and sparse spikes: the box depends on the smoothing
+    expected = heuristic_box(gaussian_filter(m, map_sigma), sigma=0, fraction=0.1)
+    np.testing.assert_array_equal(heuristic_box(m, sigma=8, fraction=0.1), expected)
+    np.testing.assert_array_equal(heuristic_boxes(m[None], sigma=8, fraction=0.1), expected[None])
+    assert not np.array_equal(heuristic_box(m, sigma=2, fraction=0.1), expected)
+
+
+def test_heuristic_defaults_are_one_sigma_in_one_unit():
+    """The library's defaults are the workflow's (config.yaml and its schema), and Table 3's sweep holds them."""
+    config = yaml.safe_load((REPO / "config.yaml").read_text(encoding="utf-8"))
+    schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text(encoding="utf-8"))["properties"]
+    documented = schema["evaluation"]["properties"]["heuristic"]["properties"]
+    assert config["evaluation"]["heuristic"] == {"sigma": DEFAULT_SIGMA, "fraction": DEFAULT_FRACTION}
+    assert (documented["sigma"]["default"], documented["fraction"]["default"]) == (DEFAULT_SIGMA, DEFAULT_FRACTION)
+    assert config["paper"]["sigma"] == schema["paper"]["properties"]["sigma"]["default"] == [0, 4, 8, 16, 32]
+    m = np.random.default_rng(3).random((56, 56))
+    np.testing.assert_array_equal(heuristic_box(m), heuristic_box(m, sigma=DEFAULT_SIGMA, fraction=DEFAULT_FRACTION))
 
 
 def test_heuristic_boxes_matches_heuristic_box():

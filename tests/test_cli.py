@@ -141,7 +141,8 @@ def test_heuristic_box_on_request(tmp_path):
     code, stdout, stderr = run(["localize", *map(str, KANGAROOS), "--box", "heuristic", "--method", "gradient",
                                 "--out", str(out_dir), "--device", "cpu"])
     assert code == 0, stderr
-    assert "boxes come from the heuristic on the gradient map (Gaussian σ=4 map pixels, top 20% pixels)" in stderr
+    assert ("boxes come from the heuristic on the gradient map (Gaussian σ=8 pixels of a 224-pixel side, top 20% "
+            "pixels)") in stderr
     assert [line.split("\t")[-1] for line in stdout.splitlines()] == ["heuristic", "heuristic"]
     assert min(kangaroo_overlaps(read_rows(out_dir))) > 0.3
 
@@ -196,7 +197,7 @@ def test_odd_image_formats(tmp_path):
     # large enough to be decoded at reduced size: the reported size must still be the full one
     photo.resize((1000, 900)).save(paths["rotated"], exif=exif)
     out_dir = tmp_path / "out"
-    code, stdout, stderr = run(["localize", *map(str, paths.values()), "--out", str(out_dir)])
+    code, _, stderr = run(["localize", *map(str, paths.values()), "--out", str(out_dir)])
     assert code == 0, stderr
     rows = {Path(r["path"]).stem: r for r in read_rows(out_dir)}
     assert set(rows) == set(paths)
@@ -268,8 +269,8 @@ def test_unusable_regressor_is_a_usage_error(tmp_path):
 
 def test_gestalt_max(tmp_path):
     out_dir = tmp_path / "out"
-    code, stdout, stderr = run(["localize", str(KANGAROOS[1]), "--target", "gestalt", "--aggregate", "max",
-                                "--out", str(out_dir)])
+    code, _, stderr = run(["localize", str(KANGAROOS[1]), "--target", "gestalt", "--aggregate", "max",
+                           "--out", str(out_dir)])
     assert code == 0, stderr
     (row,) = read_rows(out_dir)
     check_row(row, out_dir)
@@ -349,13 +350,14 @@ def test_weights_that_cannot_be_fetched_exit_2_in_one_line(tmp_path, monkeypatch
 
 
 def test_cli_defaults_match_the_library():
-    from sensitivity import images, localize
+    from sensitivity import boxes, images, localize
 
-    assert (cli.DEFAULT_SIGMA, cli.DEFAULT_FRACTION) == (localize.DEFAULT_SIGMA, localize.DEFAULT_FRACTION)
+    assert (cli.DEFAULT_SIGMA, cli.DEFAULT_FRACTION, cli.SIGMA_REFERENCE_SIDE) == (
+        boxes.DEFAULT_SIGMA, boxes.DEFAULT_FRACTION, boxes.SIGMA_REFERENCE_SIDE)
     assert cli.IMAGE_SUFFIXES == localize.IMAGE_SUFFIXES
     assert cli.DEFAULT_MAX_PIXELS == images.MAX_PIXELS
     assert (cli.MAP_DEFAULTS, cli.BOXES) == (localize.MAP_DEFAULTS, localize.BOXES)
-    assert cli.BOX_CHOICES == ("learned", *localize.BOXES)
+    assert cli.BOX_CHOICES == localize.BOX_CHOICES == ("learned", *localize.BOXES)
 
 
 def test_shipped_box_model_gives_way_to_flags_it_was_not_fitted_on(tmp_path):
@@ -422,7 +424,8 @@ def fitted_regressor(tmp_path_factory, make_demo_subset, lite0):
 
     root = tmp_path_factory.mktemp("fit")
     manifest, _ = read_folder_dataset(make_demo_subset(root / "data", 5))
-    done, failed = localize_images(manifest["path"], lite0, target="gestalt", aggregate="max", batch_size=10)
+    done, failed = localize_images(manifest["path"], lite0, target="gestalt", aggregate="max", box="threshold",
+                                   batch_size=10)
     assert not failed
     maps = pool_maps(torch.from_numpy(np.stack([d.map for d in done])), 56).numpy()
     targets = np.stack([largest_box(np.asarray(json.loads(b))) for b in manifest["boxes"]])
@@ -533,7 +536,8 @@ def test_no_readable_input_loads_no_model_and_writes_nothing(tmp_path, monkeypat
 
 
 def test_localize_images_library(tmp_path):
-    """Results in input order, failures listed, maps independent of batching, pixel boxes consistent."""
+    """Results in input order, failures listed, maps independent of batching, pixel boxes consistent; the
+    default box is the shipped box model's, as for the command."""
     from sensitivity.localize import localize_images
     from sensitivity.models import load_model
 
@@ -549,10 +553,63 @@ def test_localize_images_library(tmp_path):
         np.testing.assert_allclose(single.box_normalised, batched.box_normalised, atol=1 / 224)
         w, h = single.width, single.height
         np.testing.assert_allclose(single.box_pixels, single.box_normalised * [w, h, w, h])
-        assert single.method == "threshold" and single.image is None
+        assert single.method == "regression" and single.image is None
     assert done[0].class_index == WALLABY and done[0].score > 0.5
     with pytest.raises(ValueError, match="fraction"):
         localize_images([RACCOON], model, fraction=0)
+
+
+def test_choose_box_defaults_to_the_shipped_box_model():
+    from sensitivity.localize import DEFAULT_BOX_MODEL, MAP_DEFAULTS, choose_box
+    from sensitivity.regress import BoxRegressor
+
+    choice = choose_box()
+    assert (choice.box, choice.note) == ("learned", "")
+    np.testing.assert_array_equal(choice.regressor.coef_, BoxRegressor.load(DEFAULT_BOX_MODEL).coef_)
+    assert {k: choice.options[k] for k in MAP_DEFAULTS} == {
+        "model": "efficientnet_lite0", "target": "gestalt", "aggregate": "max", "method": "guided_backprop"}
+    for box in ("threshold", "heuristic"):
+        choice = choose_box(box=box)
+        assert (choice.box, choice.regressor, choice.note) == (box, None, "")
+        assert {k: choice.options[k] for k in MAP_DEFAULTS} == MAP_DEFAULTS
+
+
+@pytest.mark.parametrize(("given", "conflict"), [({"method": "gradcam"}, "method='guided_backprop' (here 'gradcam')"),
+                                                 ({"model": "vgg16"}, "model='efficientnet_lite0' (here 'vgg16')"),
+                                                 ({"target": "class"}, "target='gestalt' (here 'class')")])
+def test_choose_box_gives_way_to_map_options_unless_the_learned_box_is_asked_for(given, conflict):
+    """A map option the shipped box model was not fitted on: the threshold box with a note by default, an
+    error naming both values with box="learned"."""
+    from sensitivity.localize import MAP_DEFAULTS, choose_box
+
+    choice = choose_box(**given)
+    assert (choice.box, choice.regressor) == ("threshold", None)
+    assert conflict in choice.note and "shipped box model" in choice.note
+    assert {k: choice.options[k] for k in MAP_DEFAULTS} == MAP_DEFAULTS | given
+    with pytest.raises(ValueError, match=re.escape(conflict)):
+        choose_box(box="learned", **given)
+
+
+def test_choose_box_refuses_a_regressor_with_another_box_and_unknown_boxes():
+    from sensitivity.localize import choose_box, default_box_model
+
+    with pytest.raises(ValueError, match="box='heuristic': a regressor gives a learned box"):
+        choose_box(default_box_model(), "heuristic")
+    with pytest.raises(ValueError, match="box must be one of"):
+        choose_box(box="regression")
+
+
+def test_localize_images_gives_way_with_a_warning_or_refuses_a_learned_box(lite0):
+    """The library as the command: a map option the shipped box model was not fitted on gives the threshold
+    box with a warning saying why, or, with box="learned", a ValueError naming both values."""
+    from sensitivity.localize import localize_images
+
+    conflict = "method='guided_backprop' (here 'gradcam')"
+    with pytest.raises(ValueError, match=re.escape(conflict)):
+        localize_images([RACCOON], lite0, method="gradcam", box="learned")
+    with pytest.warns(UserWarning, match=re.escape(conflict) + ".*boxes come from the threshold box"):
+        (done,), _ = localize_images([RACCOON], lite0, method="gradcam")
+    assert done.method == "threshold"
 
 
 def test_console_script_and_module(tmp_path):
@@ -562,14 +619,14 @@ def test_console_script_and_module(tmp_path):
     out_dir = tmp_path / "out"
     env = {**os.environ, "PYTHONIOENCODING": "ascii", "OMP_NUM_THREADS": "1"}  # σ in the note must not crash on an ASCII stream
     result = subprocess.run([script, "localize", str(RACCOON), str(tmp_path / "missing.jpg"), "--out", str(out_dir),
-                             "--device", "auto"], capture_output=True, text=True, env=env, timeout=120)
+                             "--device", "auto"], capture_output=True, text=True, env=env, timeout=120, check=False)
     assert result.returncode == 1, result.stderr
     assert result.stdout.startswith(f"{RACCOON}\t") and result.stdout.rstrip().endswith("regression")
     assert f"error: {tmp_path / 'missing.jpg'}: file not found" in result.stderr
     assert "boxes come from the shipped box model" in result.stderr
     assert (out_dir / "raccoon-12.png").stat().st_size > 0
     result = subprocess.run([sys.executable, "-m", "sensitivity", "localize", "--help"], capture_output=True,
-                            text=True, timeout=60)
+                            text=True, timeout=60, check=False)
     assert result.returncode == 0 and "--regressor" in result.stdout
 
 

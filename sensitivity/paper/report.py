@@ -65,8 +65,9 @@ def build_tables(analysis_dir: str | Path, manifest_path: str | Path, published_
     primary = summary["primary_variant"]
     table3 = T.table3(sweep, primary, "test")
     note = ("The paper's Table 3 lists 27.2 / 38.4 / 32.5 % (PASCAL VOC 2007) without the sigma of each row. "
-            f"Ours: heuristic box on the {primary} maps (56² stored maps; sigma in map pixels), test split of "
-            f"seed {first_seed}; every map variant and the val split are in table3.csv.")
+            f"Ours: heuristic box on the {primary} maps (56² stored maps; sigma in input pixels: pixels of a "
+            f"224-pixel image side, whatever the map's size), test split of seed {first_seed}; every map variant "
+            "and the val split are in table3.csv.")
     sweep.to_csv(out / "table3.csv", index=False, float_format="%.4f")
     (out / "table3.md").write_text(
         T.markdown(table3, f"Table 3 style: heuristic box, Average CorLoc (%) by sigma × kept fraction ({primary}, test)")

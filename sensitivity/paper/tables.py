@@ -95,7 +95,7 @@ def table3(sweep: pd.DataFrame, variant: str, split: str = "test") -> pd.DataFra
         raise ValueError(f"no heuristic sweep rows for variant {variant!r} on {split}")
     matrix = part.pivot(index="sigma", columns="fraction", values="corloc").sort_index()
     matrix.columns = [f"top {100 * f:g}%" for f in matrix.columns]
-    return matrix.reset_index().rename(columns={"sigma": "sigma (map px)"}).rename_axis(columns=None)
+    return matrix.reset_index().rename(columns={"sigma": "sigma (input px)"}).rename_axis(columns=None)
 
 
 def published_table3(published: pd.DataFrame) -> pd.DataFrame:

@@ -6,7 +6,7 @@ features from several variants can be combined. A model is an ordinary scikit-le
 
     make_pipeline(
         FeatureUnion([("maps", MapFeatures("gestalt_max", pool=14, normalize="max")),
-                      ("heuristic", HeuristicBoxFeatures("gestalt_max", sigma=2, fraction=0.2))]),
+                      ("heuristic", HeuristicBoxFeatures("gestalt_max", sigma=8, fraction=0.2))]),
         BoxHead(Ridge(alpha=1.0), target="centre_logsize"),
     )
 
@@ -44,7 +44,7 @@ from sklearn.pipeline import FeatureUnion, Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
-from sensitivity.boxes import heuristic_boxes
+from sensitivity.boxes import DEFAULT_FRACTION, DEFAULT_SIGMA, heuristic_boxes
 from sensitivity.paper.bank import MAP_VARIANTS
 from sensitivity.regress import decode_boxes, encode_boxes, map_features
 from sensitivity.shape import DEFAULT_QUANTILES, map_moments, marginal_quantiles, max_subarray_box
@@ -157,10 +157,11 @@ class MapFeatures(_VariantTransformer):
 
 
 class HeuristicBoxFeatures(_VariantTransformer):
-    """The heuristic box (corners) of the ``variant`` maps: smooth by ``sigma``, keep the top ``fraction``."""
+    """The heuristic box (corners) of the ``variant`` maps: smooth by ``sigma`` (pixels of a 224-pixel image
+    side, :func:`~sensitivity.boxes.heuristic_box`), keep the top ``fraction``."""
 
-    def __init__(self, variant: str = "gestalt_max", sigma: float = 2.0, fraction: float = 0.2,
-                 variants: Sequence[str] = MAP_VARIANTS) -> None:
+    def __init__(self, variant: str = "gestalt_max", sigma: float = DEFAULT_SIGMA,
+                 fraction: float = DEFAULT_FRACTION, variants: Sequence[str] = MAP_VARIANTS) -> None:
         self.variant = variant
         self.sigma = sigma
         self.fraction = fraction
@@ -387,7 +388,8 @@ def paper_variant(variant: str, regression_grid: dict, name: str | None = None, 
                    "ridge on the pooled, normalised map (the workflow's regression grid)")
 
 
-def study_variants(primary: str, regression_grid: dict, heuristic: tuple[float, float] = (2.0, 0.2)) -> list[Variant]:
+def study_variants(primary: str, regression_grid: dict,
+                   heuristic: tuple[float, float] = (DEFAULT_SIGMA, DEFAULT_FRACTION)) -> list[Variant]:
     """Every variant of the "beat it" study.
 
     First the paper's linear map on each target × aggregation (§3.6); then one factor at a time around

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sensitivity.boxes import CentreBoxBaseline, heuristic_boxes
+from sensitivity.boxes import DEFAULT_FRACTION, CentreBoxBaseline, heuristic_boxes
 from sensitivity.metrics import fixed_box_ious
 from sensitivity.pipeline.classify import accuracy_note
 from sensitivity.pipeline.rows import RowMaps, labelled_rows, own_maps
@@ -76,7 +76,7 @@ def predict_test(rows: pd.DataFrame, stores: list[str], regressor: BoxRegressor,
 
 def evaluate(manifest_path: str | Path, split_path: str | Path, stores: list[str], model_path: str | Path,
              predictions_path: str | Path, table_csv: str | Path, table_md: str | Path,
-             sigma: float, fraction: float = 0.2, iou_threshold: float = 0.5, title: str = "",
+             sigma: float, fraction: float = DEFAULT_FRACTION, iou_threshold: float = 0.5, title: str = "",
              skipped_path: str | Path | None = None, classifier_path: str | Path | None = None,
              fit_split: str = "train", summary_path: str | Path | None = None,
              table_html: str | Path | None = None) -> pd.DataFrame:

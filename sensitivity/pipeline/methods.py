@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sensitivity.boxes import CentreBoxBaseline, heuristic_boxes
+from sensitivity.boxes import DEFAULT_FRACTION, DEFAULT_SIGMA, CentreBoxBaseline, heuristic_boxes
 from sensitivity.map_methods import list_map_methods
 from sensitivity.metrics import (
     accuracy_at,
@@ -111,9 +111,9 @@ def box_scores(ious: np.ndarray, labels: Sequence[str], top1: np.ndarray | None,
 
 def score_method(manifest_path: str | Path, split_path: str | Path, stores: Sequence[str | Path],
                  model_path: str | Path, scores_path: str | Path, predictions_path: str | Path, method: str,
-                 thresholds: int = 100, iou_levels: Sequence[int] = (30, 50, 70), sigma: float = 2.0,
-                 fraction: float = 0.2, iou_threshold: float = 0.5, synset_mapping: str | Path | None = None,
-                 val_split: str = "val") -> pd.DataFrame:
+                 thresholds: int = 100, iou_levels: Sequence[int] = (30, 50, 70),
+                 sigma: float = DEFAULT_SIGMA, fraction: float = DEFAULT_FRACTION, iou_threshold: float = 0.5,
+                 synset_mapping: str | Path | None = None, val_split: str = "val") -> pd.DataFrame:
     """One row per box method of ``method``'s maps on the test split (columns: module docstring); writes the
     rows and the per-row predictions as CSV. ``thresholds``: τ = 0, 1/thresholds, ...; ``val_split``: the
     split τ and the box model were chosen on."""
