@@ -6,6 +6,7 @@ import hashlib
 import math
 import random
 from collections.abc import Sequence
+from pathlib import Path
 
 import pandas as pd
 
@@ -68,3 +69,8 @@ def split_manifest(
             start += count
     index = pd.Index(df["image_id"].unique(), name="image_id")
     return pd.Series([assignment[i] for i in index], index=index, name="split")
+
+
+def read_split(path: str | Path) -> pd.Series:
+    """``image_id`` → ``train | val | test`` from a split CSV (``image_id, split``)."""
+    return pd.read_csv(path, dtype=str, keep_default_na=False).set_index("image_id")["split"]

@@ -11,7 +11,7 @@ import pandas as pd
 
 from sensitivity.boxes import largest_box
 from sensitivity.datasets import read_manifest
-from sensitivity.pipeline.split import read_split
+from sensitivity.datasets import read_split
 from sensitivity.regress import MapStack
 from sensitivity.store import iter_maps
 

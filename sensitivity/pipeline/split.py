@@ -68,8 +68,3 @@ def _write(split: pd.Series, split_path: str | Path) -> pd.Series:
     Path(split_path).parent.mkdir(parents=True, exist_ok=True)
     split.to_csv(split_path)
     return split
-
-
-def read_split(path: str | Path) -> pd.Series:
-    """``image_id`` → ``train | val | test``."""
-    return pd.read_csv(path, dtype=str, keep_default_na=False).set_index("image_id")["split"]
