@@ -89,13 +89,14 @@ def speed_analysis(manifest_path: str | Path, splits_path: str | Path, models_pa
                    warmup: int = 2, repeats: int = 7, device: str = "cpu", threads: int = 1) -> pd.DataFrame:
     """§3.7 on the first ``batch_size`` test images: both targets, the dataset's aggregation."""
     from sensitivity.models import load_model
-    from sensitivity.paper.bank import MAP_VARIANTS, labelled_manifest
+    from sensitivity.evaluation import labelled_rows
+    from sensitivity.paper.bank import MAP_VARIANTS
     from sensitivity.models import resolve_device
 
     torch.set_num_threads(max(1, threads))
     torch_device = resolve_device(device)
     loaded = load_model(model["name"], model.get("weights"), torch_device)
-    rows = labelled_manifest(manifest_path).drop_duplicates("image_id")
+    rows = labelled_rows(manifest_path).drop_duplicates("image_id")
     splits = pd.read_csv(splits_path, dtype=str)
     first_seed = next(c for c in splits.columns if c.startswith("seed"))
     test_ids = set(splits.loc[splits[first_seed] == "test", "image_id"])

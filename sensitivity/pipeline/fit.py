@@ -14,7 +14,8 @@ import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
 from sensitivity.boxes import correct_localizations
-from sensitivity.pipeline.rows import RowMaps, labelled_rows
+from sensitivity.evaluation import labelled_rows
+from sensitivity.pipeline.rows import RowMaps
 from sensitivity.regress import BoxRegressor
 from sensitivity.store import map_provenance
 
