@@ -39,7 +39,7 @@ from sensitivity.paper.variants import (
     study_variants,
 )
 from sensitivity.regress import BoxRegressor
-from sensitivity.paper.speed import time_interleaved
+from sensitivity.speed import time_interleaved
 from sensitivity.tables import read_published
 
 REPO = Path(__file__).resolve().parents[1]

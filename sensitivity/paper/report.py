@@ -116,7 +116,7 @@ def centre_box_check(root: str | Path, layout: str, out_path: str | Path, thresh
 
 
 def _load_note(machine: dict) -> str:
-    loads = [x for x in machine.get("load_average_1min") or [] if x is not None]
+    loads = [x for x in machine.get("load_average_1min") or [] if x is not None and not np.isnan(x)]
     if not loads:
         return "load average not recorded"
     note = f"1-minute load average before / after the speed measurement: {' / '.join(f'{x:.1f}' for x in loads)}"
@@ -196,7 +196,8 @@ def write_results(datasets: Sequence[str], specs: Mapping[str, dict], paper_dir:
                      "interleaved rounds)\n\n" + speed_markdown(speed)
                      + "\n`forward` is the classifier alone (no gradient); `map + class` is one forward and one backward pass with the class scores "
                      "(the Gestalt backward pass starts at the attention map); `image → box` adds pooling and the "
-                     "map → box model (decoding and resizing the image are not timed). `spread` is the range "
+                     "map → box model (decoding and resizing the image are not timed). `time ÷ forward` is the median "
+                     "over rounds of each round's ratio (as in `results/speed.csv`). `spread` is the range "
                      "of the timed rounds: the machine is shared, so absolute speeds (and, less so, the ratios) "
                      "vary between runs.\n")
         parts.append((d / "variants.md").read_text())
