@@ -14,7 +14,7 @@ import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
 from sensitivity.boxes import correct_localizations
-from sensitivity.evaluation import labelled_rows
+from sensitivity.evaluation import choose, labelled_rows
 from sensitivity.pipeline.rows import RowMaps
 from sensitivity.regress import BoxRegressor
 from sensitivity.store import map_provenance
@@ -149,7 +149,7 @@ def fit_regressor(manifest_path: str | Path, split_path: str | Path, stores: lis
         params, fold_scores = cross_validated_corloc(grid, stores, choice_rows, attention, embedding, iou_threshold,
                                                      selection["folds"], selection["seed"], batch_size)
         scores = fold_scores.mean(axis=1)
-        best = BoxRegressor(**params[int(np.argmax(scores))]).fit_batches(
+        best = BoxRegressor(**params[choose(scores)]).fit_batches(
             RowMaps(stores, choice_rows, batch_size, attention, embedding).boxes())
         chosen_on = f"{selection['folds']}-fold cross-validation on {' + '.join(dict.fromkeys([train_split, val_split]))}"
         candidates = [settings_of(p) | {"cv_corloc": float(m), "cv_corloc_std": float(f.std()), "fold_corloc":
@@ -161,7 +161,7 @@ def fit_regressor(manifest_path: str | Path, split_path: str | Path, stores: lis
         val_rows = rows[rows["split"] == val_split]
         scores = fold_corloc([models], RowMaps(stores, val_rows, batch_size, attention, embedding),
                              pd.Series(0, index=val_rows.index), iou_threshold)[:, 0]
-        best = models[int(np.argmax(scores))]
+        best = models[choose(scores)]
         chosen_on = val_split
         candidates = [settings_of(m.get_params()) | {"val_corloc": float(s)} for m, s in zip(models, scores)]
         n_choice_rows, fitted_on = int((rows["split"] == val_split).sum()), [train_split]
