@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 
 from sensitivity.boxes import correct_localizations
-from sensitivity.pipeline.rows import RowMaps, labelled_rows
+from sensitivity.evaluation import labelled_rows
+from sensitivity.pipeline.rows import RowMaps
 from sensitivity.pipeline.split import make_split
 from sensitivity.regress import BoxRegressor
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
+from sensitivity.evaluation import labelled_rows
 from sensitivity.map_methods import list_map_methods
 from sensitivity.pipeline.methods import choose_on
-from sensitivity.pipeline.rows import labelled_rows
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -7,6 +7,7 @@ Shared timing code of the workflow's ``results/speed.csv`` (:func:`speed_table`)
 - :func:`time_interleaved`: every stage once per round, rounds repeated, so that slow drifts of a
   shared machine hit every stage alike; :func:`summarise` turns the rounds into medians and ratios;
 - :func:`load_batch`: the first readable images of a list, preprocessed as the extraction does;
+  :func:`timing_setup` loads the model with them; :func:`load_average` says how busy the machine was;
 - :func:`map_paths` / :func:`measure_paths`: the stages of the workflow's paths (forward, class map,
   Gestalt map, image → box).
 
@@ -159,28 +160,35 @@ def measure_paths(model: LoadedModel, images: torch.Tensor, aggregate: str, box_
                         batch_size=len(images), input_size=images.shape[-1], aggregate=aggregate)
 
 
-def _load_average() -> float:
+def load_average() -> float:
+    """The 1-minute load average (NaN where the system has none)."""
     return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
 
 
-def _timing_setup(manifest_path: str | Path, model: dict, batch_size: int, device: str,
-                  threads: int) -> tuple[LoadedModel, torch.Tensor]:
-    """The model on its device and the first ``batch_size`` readable images of a dataset's manifest."""
-    from sensitivity.datasets import read_manifest
+def timing_setup(paths: Iterable[str | Path], model: dict, batch_size: int, device: str,
+                 threads: int) -> tuple[LoadedModel, torch.Tensor]:
+    """The model on its device, torch limited to ``threads``, and the first ``batch_size`` readable images of
+    ``paths``."""
     from sensitivity.models import load_model
 
     torch.set_num_threads(max(1, threads))
     torch_device = resolve_device(device)
     loaded = load_model(model["name"], model.get("weights"), torch_device)
-    paths = read_manifest(manifest_path).drop_duplicates("image_id")["path"]
     return loaded, load_batch(paths, loaded, batch_size, torch_device)
+
+
+def manifest_images(manifest_path: str | Path) -> pd.Series:
+    """The image paths of a dataset's manifest, each once, in manifest order."""
+    from sensitivity.datasets import read_manifest
+
+    return read_manifest(manifest_path).drop_duplicates("image_id")["path"]
 
 
 def _with_machine(table: pd.DataFrame, load_before: float, columns: list[str]) -> pd.DataFrame:
     """``columns`` of ``table``, then the machine's description and its load average before and after: other
     processes slow every stage and skew the ratios, and the load average says how busy the machine was."""
     machine = machine_description()
-    table = table.assign(**machine, load_average_1min_before=load_before, load_average_1min_after=_load_average())
+    table = table.assign(**machine, load_average_1min_before=load_before, load_average_1min_after=load_average())
     return table[[*columns, *machine, "load_average_1min_before", "load_average_1min_after"]]
 
 
@@ -192,9 +200,9 @@ def speed_table(manifest_path: str | Path, regressor_path: str | Path | None, ou
     ``image → box`` out). ``target``/``aggregate`` are the dataset's. Machine columns are appended."""
     from sensitivity.regress import BoxRegressor
 
-    loaded, images = _timing_setup(manifest_path, model, batch_size, device, threads)
+    loaded, images = timing_setup(manifest_images(manifest_path), model, batch_size, device, threads)
     regressor = BoxRegressor.load(regressor_path) if regressor_path else None
-    load_before = _load_average()
+    load_before = load_average()
     table = measure_paths(loaded, images, aggregate, target, regressor, amp, warmup, repeats)
     table = _with_machine(table, load_before, [
         "model", "weights", "device", "dtype", "batch_size", "input_size", "aggregate", "path", "target",
@@ -212,7 +220,7 @@ def method_speed_table(manifest_path: str | Path, output_path: str | Path, model
     rounds, on the first ``batch_size`` readable images of a dataset's manifest. Machine columns are appended."""
     from sensitivity.map_methods import compute_maps
 
-    loaded, images = _timing_setup(manifest_path, model, batch_size, device, threads)
+    loaded, images = timing_setup(manifest_images(manifest_path), model, batch_size, device, threads)
     amp_dtype = AMP_DTYPES[amp]
 
     def method_map(name: str, settings: Mapping[str, object]) -> Callable[[], torch.Tensor]:
@@ -221,7 +229,7 @@ def method_speed_table(manifest_path: str | Path, output_path: str | Path, model
 
     stages = {FORWARD: forward_stage(loaded, images, amp_dtype)} | {name: method_map(name, settings)
                                                                    for name, settings in methods.items()}
-    load_before = _load_average()
+    load_before = load_average()
     times = time_interleaved(stages, images.device, warmup, repeats, rotate=True)
     table = pd.DataFrame(summarise(times, len(images))).rename(columns={"stage": "path"})
     table = table.assign(model=loaded.name, device=str(images.device), amp=amp, batch_size=len(images),

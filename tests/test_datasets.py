@@ -16,6 +16,7 @@ from sensitivity.datasets import (
     MANIFEST_COLUMNS,
     DatasetError,
     discover_datasets,
+    list_split,
     parse_voc_xml,
     read_csv_boxes,
     read_folder_dataset,
@@ -27,7 +28,6 @@ from sensitivity.datasets import (
     validate_manifest,
     write_manifest,
 )
-from sensitivity.pipeline.split import list_split
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 needs_shared = pytest.mark.skipif(

@@ -11,36 +11,36 @@ import pytest
 from sklearn.linear_model import Ridge
 
 from sensitivity.boxes import heuristic_box
+from sensitivity.evaluation import average_corloc
 from sensitivity.paper import tables as T
-from sensitivity.pipeline.tables import read_published
 from sensitivity.paper.bank import MAP_VARIANTS, MapBank
 from sensitivity.paper.experiments import (
-    average_corloc,
     choose_best,
     fit_select,
     heuristic_sweep,
     run_analysis,
     score,
 )
-from sensitivity.paper.speed import time_interleaved
 from sensitivity.paper.variants import (
+    FlipAugmented,
     HeuristicBoxFeatures,
     MapFeatures,
     MapMoments,
     MarginalQuantiles,
     MaxSubarrayBoxes,
-    FlipAugmented,
-    max_subarray_box,
-    mirror_boxes,
     backward_passes,
     box_model,
     concat,
     map_variants_used,
     marginal_quantiles,
+    max_subarray_box,
+    mirror_boxes,
     paper_variant,
     study_variants,
 )
 from sensitivity.regress import BoxRegressor
+from sensitivity.speed import time_interleaved
+from sensitivity.tables import read_published
 
 REPO = Path(__file__).resolve().parents[1]
 PUBLISHED = REPO / "data" / "published_results.csv"

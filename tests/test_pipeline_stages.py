@@ -18,18 +18,19 @@ from PIL import Image
 
 import sensitivity.pipeline.extract as extract_module
 from sensitivity import __version__
-from sensitivity.datasets import DatasetError, read_manifest
+from sensitivity.boxes import largest_box
+from sensitivity.datasets import DatasetError, read_manifest, read_split
+from sensitivity.evaluation import corloc_table
 from sensitivity.images import ImageReadError
 from sensitivity.pipeline.evaluate import METHOD_NAMES, METHODS, evaluate
 from sensitivity.pipeline.extract import extract_shard
 from sensitivity.pipeline.fit import fit_regressor
 from sensitivity.pipeline.prepare import build_manifest
-from sensitivity.pipeline.split import make_split, read_split
-from sensitivity.pipeline.tables import corloc_display, corloc_table, to_markdown
-from sensitivity.boxes import largest_box
+from sensitivity.pipeline.split import make_split
 from sensitivity.regress import BoxRegressor, MapStack, decode_boxes
 from sensitivity.shape import shape_descriptors
 from sensitivity.store import MapStore, MapStoreWriter, StoreError, iter_maps
+from sensitivity.tables import corloc_display, to_markdown
 
 PER_CLASS = 6
 MODEL = {"name": "efficientnet_lite0", "weights": None}

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from sensitivity.pipeline.tables import (
+from sensitivity.evaluation import corloc_table
+from sensitivity.tables import (
     corloc_display,
-    corloc_table,
     small_count_note,
     to_html,
     wilson_interval,

@@ -30,10 +30,9 @@ from PIL import Image
 
 import sensitivity.pipeline.extract as extract_module
 from sensitivity import __version__
-from sensitivity.datasets import read_manifest
+from sensitivity.datasets import read_manifest, read_split
 from sensitivity.pipeline.extract import extract_shard
 from sensitivity.pipeline.prepare import build_manifest
-from sensitivity.pipeline.split import read_split
 from sensitivity.regress import BoxRegressor
 from sensitivity.store import MapStore, StoreError
 

@@ -24,7 +24,7 @@ from .manifest import (
     validate_manifest,
     write_manifest,
 )
-from .split import split_manifest
+from .split import list_split, read_split, split_manifest
 from .voc import OFFICIAL_IMAGE_SETS, find_voc_root, read_image_set, read_voc2007
 from .voc_xml import VocAnnotation, VocObject, parse_voc_xml
 
@@ -46,12 +46,14 @@ __all__ = [
     "find_voc_root",
     "is_folder_dataset",
     "is_imagenet_root",
+    "list_split",
     "parse_voc_xml",
     "read_csv_boxes",
     "read_folder_dataset",
     "read_imagenet",
     "read_image_set",
     "read_manifest",
+    "read_split",
     "read_synset_mapping",
     "read_voc2007",
     "split_manifest",

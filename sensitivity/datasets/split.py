@@ -1,13 +1,17 @@
-"""Deterministic, per-class stratified train/val/test split of a manifest's images."""
+"""Train/val/test splits of a manifest's images: deterministic and stratified per class, or from VOC image
+lists; and reading a split file."""
 
 from __future__ import annotations
 
 import hashlib
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
+from pathlib import Path
 
 import pandas as pd
+
+from .voc import read_image_set
 
 SPLITS = ("train", "val", "test")
 
@@ -68,3 +72,45 @@ def split_manifest(
             start += count
     index = pd.Index(df["image_id"].unique(), name="image_id")
     return pd.Series([assignment[i] for i in index], index=index, name="split")
+
+
+def read_split(path: str | Path) -> pd.Series:
+    """``image_id`` → ``train | val | test`` from a split CSV (``image_id, split``)."""
+    return pd.read_csv(path, dtype=str, keep_default_na=False).set_index("image_id")["split"]
+
+
+def list_split(manifest: pd.DataFrame, root: str | Path, image_sets: Mapping[str, str],
+               needed: Collection[str] = SPLITS) -> pd.Series:
+    """``image_id`` → split from VOC image lists: ``image_sets`` maps each split to its list name.
+
+    A manifest image must be listed in exactly one of the lists (ids are the part of ``image_id`` after
+    the last ``/``). Raises ValueError when a split in ``needed`` has no image: the message names the
+    list file and says why (its ids had no files here, or were skipped as bad input).
+    """
+    if set(image_sets) != set(SPLITS):
+        raise ValueError(f"image_sets must name a list for each of {SPLITS}, got {dict(image_sets)}")
+    where: dict[str, str] = {}
+    files: dict[str, tuple[Path, int]] = {}
+    for name in SPLITS:
+        set_file, ids = read_image_set(root, image_sets[name])
+        files[name] = (set_file, len(ids))
+        for voc_id in ids:
+            if where.setdefault(voc_id, name) != name:
+                raise ValueError(f"{set_file}: id {voc_id} is also in the {where[voc_id]} list "
+                                 f"{files[where[voc_id]][0]}; a split's images must be in its list only")
+    image_ids = pd.Index(manifest["image_id"].unique(), name="image_id")
+    split = pd.Series(image_ids.str.rsplit("/", n=1).str[-1].map(where), index=image_ids, name="split")
+    if split.isna().any():
+        raise ValueError(f"image {split.index[split.isna()][0]!r} of the manifest is in none of the lists "
+                         f"{[str(f) for f, _ in files.values()]}")
+    for name in needed:
+        if not (split == name).any():
+            set_file, n = files[name]
+            raise ValueError(
+                f"{set_file}: the {name} split is empty: none of the {n} ids listed there is in the manifest "
+                "(each lacks its image or annotation, or was bad input: they are in manifest_skipped.csv). "
+                + ("A box model needs train and val images; a sample of test images only can set "
+                   "`fit_on_test: true` for a plumbing run (fit and choose on the test images: no held-out result)."
+                   if name != "test" else "There is nothing to evaluate.")
+            )
+    return split

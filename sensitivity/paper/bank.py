@@ -8,7 +8,6 @@ or a smaller ``map_size`` is advisable).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,8 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sensitivity.boxes import largest_box
-from sensitivity.datasets import read_manifest
+from sensitivity.evaluation import labelled_rows
 from sensitivity.store import MapStore, iter_maps
 
 #: The four (target, aggregate) map variants, in the order of the bank's second axis.
@@ -62,18 +60,10 @@ class MapBank:
         return list(self.rows["gt"])
 
 
-def labelled_manifest(manifest_path: str | Path) -> pd.DataFrame:
-    """Manifest rows with ``gt`` boxes (k, 4) and ``target_box`` (the largest one)."""
-    rows = read_manifest(manifest_path)
-    rows["gt"] = [np.asarray(json.loads(b), dtype=np.float64) for b in rows["boxes"]]
-    rows["target_box"] = [largest_box(g) for g in rows["gt"]]
-    return rows
-
-
 def load_bank(manifest_path: str | Path, stores: Mapping[str, Sequence[str | Path]],
               variants: Sequence[str] = MAP_VARIANTS) -> MapBank:
     """Read every variant's stores (``stores[variant]`` = that variant's shard stores)."""
-    rows = labelled_manifest(manifest_path)
+    rows = labelled_rows(manifest_path)
     wanted = set(rows["image_id"])
     per_variant: list[dict[str, np.ndarray]] = []
     attributes = {}

@@ -4,8 +4,8 @@ Protocol (the workflow's, applied to every method):
 
 - a method's hyper-parameters (its grid, e.g. ridge alpha × pool × normalisation) are fitted on the
   train rows and the candidate with the highest val CorLoc (share of val rows correct) is kept, ties
-  going to the higher mean val IoU, then to the first candidate in grid order (as
-  ``sensitivity.pipeline.fit.fit_regressor``, which breaks ties by grid order alone);
+  going to the higher mean val IoU, then to the first candidate in grid order (the choice rule of
+  :mod:`sensitivity.evaluation`; the workflow's fit stage has no IoU per candidate, so its ties go to the first);
 - across variants ("best variant"), the one-backward-pass variant with the highest val CorLoc is
   kept, with the same tie-breaks (mean val IoU, then the earlier variant in the list);
 - reported numbers are the paper's "Average CorLoc": the unweighted mean over classes of the per-class
@@ -27,44 +27,16 @@ import numpy as np
 import pandas as pd
 from sklearn.base import clone
 
-from sensitivity.boxes import CentreBoxBaseline, heuristic_boxes, iou_matrix
+from sensitivity.boxes import CentreBoxBaseline, heuristic_boxes
 from sensitivity.datasets import read_manifest, split_manifest
+from sensitivity.evaluation import Scores, prediction_columns, ranked, score_boxes
 from sensitivity.paper.bank import MapBank
 from sensitivity.paper.variants import Variant, backward_passes
 
-COORDINATES = ("x1", "y1", "x2", "y2")
 
-
-def best_iou(pred: np.ndarray, gt: Sequence[np.ndarray]) -> np.ndarray:
-    """IoU of each predicted box with the closest ground-truth box of its row."""
-    return np.array([iou_matrix(p[None], g).max() for p, g in zip(pred, gt)], dtype=np.float64)
-
-
-def average_corloc(correct: np.ndarray, labels: Sequence[str]) -> float:
-    """The paper's Average CorLoc (%): unweighted mean over classes of each class's share correct."""
-    frame = pd.DataFrame({"label": np.asarray(labels), "correct": np.asarray(correct, dtype=float)})
-    if frame.empty:
-        return float("nan")
-    return float(100.0 * frame.groupby("label")["correct"].mean().mean())
-
-
-@dataclass
-class Scored:
-    """Predicted boxes of some rows, their IoU and correctness, and the summary numbers."""
-
-    boxes: np.ndarray
-    iou: np.ndarray
-    correct: np.ndarray
-    corloc: float  # Average CorLoc, %
-    micro: float  # share of rows correct (the selection criterion)
-    mean_iou: float
-
-
-def score(boxes: np.ndarray, bank: MapBank, threshold: float) -> Scored:
-    iou = best_iou(boxes, bank.gt)
-    correct = iou > threshold
-    return Scored(boxes, iou, correct, average_corloc(correct, bank.rows["label"]),
-                  float(correct.mean()) if len(correct) else float("nan"), float(iou.mean()) if len(iou) else float("nan"))
+def score(boxes: np.ndarray, bank: MapBank, threshold: float) -> Scores:
+    """:func:`~sensitivity.evaluation.score_boxes` on the bank's rows."""
+    return score_boxes(boxes, bank.rows, threshold)
 
 
 @dataclass
@@ -75,8 +47,8 @@ class Outcome:
     family: str
     params: dict
     n_candidates: int
-    val: Scored
-    test: Scored
+    val: Scores
+    test: Scores
     description: str = ""
     map_variants: tuple[str, ...] = ()
     estimator: object = None
@@ -89,21 +61,17 @@ class Outcome:
 def fit_select(variant: Variant, train: MapBank, val: MapBank, test: MapBank, threshold: float) -> Outcome:
     """Fit every candidate of ``variant`` on train, keep the best on val, score it on test.
 
-    Best: highest val CorLoc (share of rows), ties → higher val mean IoU → first in grid order. (The
-    workflow's ``fit_regressor`` breaks CorLoc ties by grid order alone; on a val split of a few dozen
-    rows ties are common, and the first grid point is the weakest ridge penalty.)
+    Best: :func:`~sensitivity.evaluation.ranked` (highest val CorLoc as a share of rows, ties → higher val
+    mean IoU → first in grid order; on a val split of a few dozen rows ties are common, and the first grid
+    point is the weakest ridge penalty).
     """
-    best = None
-    scores = []
+    fitted = []
     for params, estimator in variant.candidates():
         estimator.fit(train.maps, train.targets)
-        val_scored = score(estimator.predict(val.maps), val, threshold)
-        scores.append(val_scored.micro)
-        if best is None or (val_scored.micro, val_scored.mean_iou) > (best[2].micro, best[2].mean_iou):
-            best = (params, estimator, val_scored)
-    params, estimator, val_scored = best
+        fitted.append((params, estimator, score(estimator.predict(val.maps), val, threshold)))
+    params, estimator, val_scored = fitted[ranked([s for *_, s in fitted])[0]]
     test_scored = score(estimator.predict(test.maps), test, threshold)
-    return Outcome(variant.name, variant.family, params, len(scores), val_scored, test_scored,
+    return Outcome(variant.name, variant.family, params, len(fitted), val_scored, test_scored,
                    variant.description, variant.map_variants, estimator)
 
 
@@ -122,17 +90,15 @@ def cv_select(variant: Variant, train: MapBank, val: MapBank, test: MapBank, thr
     unique = np.unique(groups)
     fold_of_image = dict(zip(unique, np.random.default_rng(seed).permutation(len(unique)) % folds))
     fold = np.array([fold_of_image[g] for g in groups])
-    best = None
+    scored = []
     for params, estimator in variant.candidates():
         boxes = np.zeros((len(dev.rows), 4))
         for k in range(folds):
             inside = fold != k
             estimator.fit(dev.maps[inside], dev.targets[inside])
             boxes[~inside] = estimator.predict(dev.maps[~inside])
-        scored = score(boxes, dev, threshold)
-        if best is None or (scored.micro, scored.mean_iou) > (best[1].micro, best[1].mean_iou):
-            best = (params, scored)
-    params, cv_scored = best
+        scored.append((params, score(boxes, dev, threshold)))
+    params, cv_scored = scored[ranked([s for _, s in scored])[0]]
     estimator = clone(variant.estimator).set_params(**params).fit(dev.maps, dev.targets)
     return Outcome(variant.name, variant.family, params, len(variant.grid), cv_scored,
                    score(estimator.predict(test.maps), test, threshold), variant.description, variant.map_variants,
@@ -148,8 +114,8 @@ def centre_outcome(train: MapBank, val: MapBank, test: MapBank, threshold: float
 
 
 def heuristic_sweep(bank: MapBank, variant: str, sigmas: Sequence[float], fractions: Sequence[float],
-                    threshold: float) -> dict[tuple[float, float], Scored]:
-    """The heuristic box of ``variant`` maps for every (sigma, fraction): ``{(sigma, fraction): Scored}``."""
+                    threshold: float) -> dict[tuple[float, float], Scores]:
+    """The heuristic box of ``variant`` maps for every (sigma, fraction): ``{(sigma, fraction): Scores}``."""
     maps = bank.maps[:, bank.index(variant)]
     return {(s, f): score(heuristic_boxes(maps, sigma=s, fraction=f), bank, threshold)
             for s in sigmas for f in fractions}
@@ -159,7 +125,8 @@ def heuristic_outcome(val: MapBank, test: MapBank, variant: str, sigmas: Sequenc
                       fractions: Sequence[float], threshold: float) -> Outcome:
     """The heuristic box with (sigma, fraction) chosen on val from the sweep (ties: mean IoU, then first)."""
     val_sweep = heuristic_sweep(val, variant, sigmas, fractions, threshold)
-    (sigma, fraction), val_scored = max(val_sweep.items(), key=lambda kv: (kv[1].micro, kv[1].mean_iou))
+    sweep = list(val_sweep.items())
+    (sigma, fraction), val_scored = sweep[ranked([s for _, s in sweep])[0]]
     maps = test.maps[:, test.index(variant)]
     test_scored = score(heuristic_boxes(maps, sigma=sigma, fraction=fraction), test, threshold)
     return Outcome("heuristic box", "baseline", {"sigma": sigma, "fraction": fraction}, len(val_sweep),
@@ -169,8 +136,7 @@ def heuristic_outcome(val: MapBank, test: MapBank, variant: str, sigmas: Sequenc
 
 def choose_best(outcomes: Sequence[Outcome]) -> int:
     """Index of the outcome with the highest val CorLoc (rows), ties → higher val mean IoU → earlier."""
-    keys = [(o.val.micro, o.val.mean_iou, -k) for k, o in enumerate(outcomes)]
-    return max(range(len(outcomes)), key=keys.__getitem__)
+    return ranked([o.val for o in outcomes])[0]
 
 
 def ensemble(outcomes: Sequence[Outcome], k: int, val_rows: MapBank, test: MapBank, threshold: float,
@@ -178,8 +144,7 @@ def ensemble(outcomes: Sequence[Outcome], k: int, val_rows: MapBank, test: MapBa
     """The average box of the ``k`` best outcomes (by val CorLoc, then val mean IoU), all reading maps of
     the best one's target, so that the ensemble still needs one backward pass. ``val_rows`` are the rows
     of the outcomes' val scores (the val split, or train + val for cross-validated outcomes)."""
-    order = sorted(range(len(outcomes)), key=lambda i: (outcomes[i].val.micro, outcomes[i].val.mean_iou, -i),
-                   reverse=True)
+    order = ranked([o.val for o in outcomes])
     target = {v.split("_")[0] for v in outcomes[order[0]].map_variants}
     members = [outcomes[i] for i in order if {v.split("_")[0] for v in outcomes[i].map_variants} <= target][:k]
     val_boxes = np.mean([o.val.boxes for o in members], axis=0)
@@ -218,17 +183,6 @@ def outcome_record(outcome: Outcome, seed: int) -> dict:
             "n_train": None, "n_val": len(outcome.val.iou), "n_test": len(outcome.test.iou),
             "map_variants": "+".join(outcome.map_variants), "backward_passes": outcome.backward_passes,
             "description": outcome.description}
-
-
-def prediction_columns(rows: pd.DataFrame, methods: dict[str, Scored]) -> pd.DataFrame:
-    """Per test row: ids, class, ground truth and each method's box, IoU and correctness."""
-    out = rows[["image_id", "label", "path", "width", "height", "boxes"]].copy().reset_index(drop=True)
-    for method, scored in methods.items():
-        for k, c in enumerate(COORDINATES):
-            out[f"{method}_{c}"] = scored.boxes[:, k]
-        out[f"{method}_iou"] = scored.iou
-        out[f"{method}_correct"] = scored.correct
-    return out
 
 
 HEADLINE = ("centre box", "heuristic box", "linear map (paper)", "best variant")
@@ -297,8 +251,8 @@ def run_analysis(bank: MapBank, splits: pd.DataFrame, seeds: Sequence[int], prim
                              "backward_passes": o.backward_passes,
                              "n_train": len(train.rows), "n_val": len(val.rows), "n_test": len(test.rows)})
         if predictions is None:
-            predictions = prediction_columns(test.rows, {"centre": outcomes[0].test, "heuristic": outcomes[1].test,
-                                                         "linear": paper.test, "best": best.test})
+            shown = {"centre": outcomes[0], "heuristic": outcomes[1], "linear": paper, "best": best}
+            predictions = prediction_columns(test.rows, {k: o.test.boxes for k, o in shown.items()}, threshold)
             predictions.attrs["best"] = best.name
             models = {"primary": primary, "seed": seed, "linear": paper.estimator, "best": best.estimator,
                       "best_name": best.name}

@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from sensitivity.evaluation import labelled_rows, score_boxes, with_boxes
 from sensitivity.paper import tables as T
-from sensitivity.pipeline.tables import read_published
+from sensitivity.tables import read_published
 
 COMMAND = "snakemake --cores 2 paper"
 
@@ -42,9 +43,7 @@ def build_tables(analysis_dir: str | Path, manifest_path: str | Path, published_
     best = summary["best_variant_seed0"]
     n_test = int(ours.loc[ours["class"] == "Average", "n_images"].iloc[0])
 
-    from sensitivity.paper.bank import labelled_manifest
-
-    rows = labelled_manifest(manifest_path)
+    rows = labelled_rows(manifest_path)
     missing = summary["images_without_maps"]
     counts = T.counts_table(rows[~rows["image_id"].isin(missing)], splits, first_seed)
     where = splits.set_index("image_id")[f"seed{first_seed}"]
@@ -101,24 +100,24 @@ def centre_box_check(root: str | Path, layout: str, out_path: str | Path, thresh
     height of the largest boxes) is fitted on the same images; with two parameters the optimism is
     negligible.
     """
-    from sensitivity.boxes import CentreBoxBaseline, correct_localizations, largest_box
+    from sensitivity.boxes import CentreBoxBaseline
     from sensitivity.datasets import read_imagenet
 
     manifest, skipped = read_imagenet(root, split="val", layout=layout, on_bad_input="skip")
-    gt = [np.asarray(json.loads(b), dtype=np.float64) for b in manifest["boxes"]]
-    targets = np.stack([largest_box(g) for g in gt])
+    rows = with_boxes(manifest)
+    targets = np.stack(rows["target_box"].to_numpy())
     model = CentreBoxBaseline().fit(targets, targets)
-    correct = correct_localizations(model.predict(targets), gt, threshold)
-    per_class = pd.Series(correct).groupby(manifest["label"].to_numpy()).mean()
-    result = {"root": str(root), "images": int(manifest["image_id"].nunique()), "rows": len(manifest),
-              "classes": int(per_class.size), "skipped": len(skipped), "box": [round(float(v), 4) for v in model.box_],
-              "corloc_rows": float(100 * correct.mean()), "average_corloc": float(100 * per_class.mean())}
+    scores = score_boxes(model.predict(targets), rows, threshold)
+    result = {"root": str(root), "images": int(rows["image_id"].nunique()), "rows": len(rows),
+              "classes": int(rows["label"].nunique()), "skipped": len(skipped),
+              "box": [round(float(v), 4) for v in model.box_], "corloc_rows": 100 * scores.micro,
+              "average_corloc": scores.corloc}
     Path(out_path).write_text(json.dumps(result, indent=2) + "\n")
     return result
 
 
 def _load_note(machine: dict) -> str:
-    loads = [x for x in machine.get("load_average_1min") or [] if x is not None]
+    loads = [x for x in machine.get("load_average_1min") or [] if x is not None and not np.isnan(x)]
     if not loads:
         return "load average not recorded"
     note = f"1-minute load average before / after the speed measurement: {' / '.join(f'{x:.1f}' for x in loads)}"
@@ -198,7 +197,8 @@ def write_results(datasets: Sequence[str], specs: Mapping[str, dict], paper_dir:
                      "interleaved rounds)\n\n" + speed_markdown(speed)
                      + "\n`forward` is the classifier alone (no gradient); `map + class` is one forward and one backward pass with the class scores "
                      "(the Gestalt backward pass starts at the attention map); `image → box` adds pooling and the "
-                     "map → box model (decoding and resizing the image are not timed). `spread` is the range "
+                     "map → box model (decoding and resizing the image are not timed). `time ÷ forward` is the median "
+                     "over rounds of each round's ratio (as in `results/speed.csv`). `spread` is the range "
                      "of the timed rounds: the machine is shared, so absolute speeds (and, less so, the ratios) "
                      "vary between runs.\n")
         parts.append((d / "variants.md").read_text())

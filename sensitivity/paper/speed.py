@@ -12,17 +12,16 @@ are the same for every stage), on the device given:
 - ``image → box``: ``map`` plus pooling the map to the stored size and the map → box regressor(s);
 - ``map → box only``: the regressor alone on the pooled maps (the "one cheap mapping").
 
-After ``warmup`` untimed rounds, the stages are timed in interleaved rounds (forward, map, path, forward,
-...), so that slow drifts of a shared machine hit every stage alike; the median of ``repeats`` rounds is
-reported. CUDA work is synchronised before each clock read.
+Timing is :mod:`sensitivity.speed`'s, as for the workflow's ``results/speed.csv``: after ``warmup`` untimed
+rounds, the stages are timed in ``repeats`` interleaved rounds, each starting at another stage, so that slow
+drifts of a shared machine hit every stage alike; a stage's time is the median over rounds and its time ÷
+forward the median over rounds of that round's ratio. CUDA work is synchronised before each clock read.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import pickle
-import statistics
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -33,9 +32,16 @@ import torch
 from sensitivity.maps import pool_maps, sensitivity
 from sensitivity.models import LoadedModel
 from sensitivity.paper.variants import caching
-from sensitivity.speed import load_batch, machine_description, time_interleaved
+from sensitivity.speed import (
+    forward_stage,
+    load_average,
+    machine_description,
+    summarise,
+    time_interleaved,
+    timing_setup,
+)
 
-__all__ = ["machine_description", "measure_speed", "speed_analysis", "time_interleaved"]
+FORWARD = ("forward (classification)", "")
 
 
 def measure_speed(model: LoadedModel, images: torch.Tensor, targets: Sequence[str], aggregate: str, map_size: int,
@@ -46,16 +52,9 @@ def measure_speed(model: LoadedModel, images: torch.Tensor, targets: Sequence[st
     Stages, all interleaved in every round: the forward pass; for each target, ``map + class`` and, for
     each of ``regressors`` (name → function from pooled maps (B, S, S) to boxes (B, 4)), ``image → box``;
     and ``map → box only`` per regressor (on fixed pooled maps). Returns one row per stage with the
-    median seconds per batch, images/s, ms/image and the ratio of its time to the forward pass.
+    median seconds per batch, images/s, ms/image and the median ratio of its time to the forward pass.
     """
-    device = images.device
-    network = model.network
-    images = model.layout(images)  # the forward gets the batch as the maps do
     batch = len(images)
-
-    def forward():
-        with torch.inference_mode():
-            return network(images)
 
     def maps(target: str):
         return sensitivity(model, images, target, aggregate, with_logits=True).maps
@@ -63,7 +62,7 @@ def measure_speed(model: LoadedModel, images: torch.Tensor, targets: Sequence[st
     def pooled(target: str) -> np.ndarray:
         return pool_maps(maps(target), map_size).cpu().numpy()
 
-    stages: dict[tuple[str, str], Callable[[], object]] = {("forward (classification)", ""): forward}
+    stages: dict[tuple[str, str], Callable[[], object]] = {FORWARD: forward_stage(model, images)}
     for target in targets:
         stages[("map + class (forward + backward)", target)] = lambda target=target: maps(target)
         for name, regress in regressors.items():
@@ -72,35 +71,28 @@ def measure_speed(model: LoadedModel, images: torch.Tensor, targets: Sequence[st
     for name, regress in regressors.items():
         stages[(f"map → box only ({name})", "")] = lambda regress=regress: regress(sample)
     with caching(False):  # time the features, not the memo
-        times = time_interleaved(stages, device, warmup, repeats)
-    forward_time = statistics.median(times[("forward (classification)", "")])
-    rows = []
-    for (name, target), values in times.items():
-        median = statistics.median(values)
-        rows.append({"stage": name, "target": target, "aggregate": aggregate, "batch_size": batch,
-                     "seconds_per_batch": median, "images_per_s": batch / median,
-                     "ms_per_image": 1000 * median / batch, "time_vs_forward": median / forward_time,
-                     "repeats": repeats, "spread_s": max(values) - min(values)})
-    return pd.DataFrame(rows)
+        times = time_interleaved(stages, images.device, warmup, repeats, rotate=True)
+    return pd.DataFrame([
+        {"stage": row["stage"][0], "target": row["stage"][1], "aggregate": aggregate, "batch_size": batch,
+         "seconds_per_batch": row["seconds_per_batch"], "images_per_s": row["images_per_s"],
+         "ms_per_image": 1000 * row["seconds_per_batch"] / batch, "time_vs_forward": row["ratio_to_forward"],
+         "repeats": row["repeats"], "spread_s": row["spread_s"]}
+        for row in summarise(times, batch, reference=FORWARD)])
 
 
 def speed_analysis(manifest_path: str | Path, splits_path: str | Path, models_path: str | Path, model: dict,
                    map_size: int, speed_path: str | Path, machine_path: str | Path, batch_size: int = 16,
                    warmup: int = 2, repeats: int = 7, device: str = "cpu", threads: int = 1) -> pd.DataFrame:
     """§3.7 on the first ``batch_size`` test images: both targets, the dataset's aggregation."""
-    from sensitivity.models import load_model
-    from sensitivity.paper.bank import MAP_VARIANTS, labelled_manifest
-    from sensitivity.models import resolve_device
+    from sensitivity.evaluation import labelled_rows
+    from sensitivity.paper.bank import MAP_VARIANTS
 
-    torch.set_num_threads(max(1, threads))
-    torch_device = resolve_device(device)
-    loaded = load_model(model["name"], model.get("weights"), torch_device)
-    rows = labelled_manifest(manifest_path).drop_duplicates("image_id")
+    rows = labelled_rows(manifest_path).drop_duplicates("image_id")
     splits = pd.read_csv(splits_path, dtype=str)
     first_seed = next(c for c in splits.columns if c.startswith("seed"))
     test_ids = set(splits.loc[splits[first_seed] == "test", "image_id"])
-    test_paths = rows.loc[rows["image_id"].isin(test_ids), "path"]
-    images = load_batch(test_paths, loaded, batch_size, torch_device)
+    loaded, images = timing_setup(rows.loc[rows["image_id"].isin(test_ids), "path"], model, batch_size, device,
+                                  threads)
     with open(models_path, "rb") as fh:
         models = pickle.load(fh)
 
@@ -111,14 +103,13 @@ def speed_analysis(manifest_path: str | Path, splits_path: str | Path, models_pa
 
     regressors = {"linear map": regressor(models["linear"]), f"best: {models['best_name']}": regressor(models["best"])}
     aggregate = models["primary"].split("_")[1]
-    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    load_before = load_average()
     table = measure_speed(loaded, images, ("class", "gestalt"), aggregate, map_size, regressors, warmup, repeats)
-    table.insert(0, "device", str(torch_device))
+    table.insert(0, "device", str(images.device))
     table.to_csv(speed_path, index=False, float_format="%.6g")
-    machine = machine_description() | {"device": str(torch_device), "model": loaded.name, "weights": loaded.weights,
+    machine = machine_description() | {"device": str(images.device), "model": loaded.name, "weights": loaded.weights,
                                        "batch_size": len(images), "input_size": loaded.preprocessing.size,
                                        # Other processes on the machine slow every stage (and skew the ratios).
-                                       "load_average_1min": [load_before,
-                                                             os.getloadavg()[0] if hasattr(os, "getloadavg") else None]}
+                                       "load_average_1min": [load_before, load_average()]}
     Path(machine_path).write_text(json.dumps(machine, indent=2) + "\n")
     return table

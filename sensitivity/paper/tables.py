@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sensitivity.pipeline.tables import ALL, corloc_table
+from sensitivity.evaluation import ALL, corloc_table
+from sensitivity.tables import numeric_columns, to_markdown, write_table
 
 VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
                "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
@@ -179,35 +180,15 @@ def seeds_table(seeds: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _cell(value, digits: int) -> str:
-    if isinstance(value, (float, np.floating)):
-        return "" if np.isnan(value) else f"{value:.{digits}f}"
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return ""
-    return str(value).replace("|", "\\|")
-
-
 def markdown(table: pd.DataFrame, title: str = "", digits: int = 1, note: str = "") -> str:
-    """A GitHub Markdown table (floats with ``digits`` decimals, NaN blank), optional heading and note."""
-    header = "| " + " | ".join(str(c) for c in table.columns) + " |"
-    rule = "|" + "|".join("---:" if pd.api.types.is_numeric_dtype(table[c]) else "---" for c in table.columns) + "|"
-    lines = [header, rule]
-    for row in table.itertuples(index=False):
-        lines.append("| " + " | ".join(_cell(v, digits) for v in row) + " |")
-    text = "\n".join(lines) + "\n"
-    if title:
-        text = f"### {title}\n\n{text}"
-    if note:
-        text += f"\n{note}\n"
-    return text
+    """The paper tables' Markdown: third-level heading, numbers right-aligned and text left."""
+    return to_markdown(table, title, digits, note, level=3, right=numeric_columns(table))
 
 
 def write(table: pd.DataFrame, csv_path: str | Path, md_path: str | Path, title: str = "", digits: int = 1,
           note: str = "") -> None:
-    """Save ``table`` as CSV (full precision) and Markdown."""
-    Path(csv_path).parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(csv_path, index=False, float_format="%.4f")
-    Path(md_path).write_text(markdown(table, title, digits, note))
+    """Save ``table`` as CSV (four decimals) and as :func:`markdown`."""
+    write_table(table, csv_path, md_path, title, note, digits=digits, level=3, right=numeric_columns(table))
 
 
 def counts_table(rows: pd.DataFrame, splits: pd.DataFrame, seed: int) -> pd.DataFrame:

@@ -9,7 +9,7 @@ import pandas as pd
 
 from sensitivity.datasets import synset_to_index
 from sensitivity.datasets.split import SPLITS
-from sensitivity.pipeline.rows import labelled_rows
+from sensitivity.evaluation import labelled_rows
 from sensitivity.store import MapStore
 
 COLUMNS = ["split", "n_images", "top1", "top5"]

@@ -9,16 +9,11 @@ import numpy as np
 import pandas as pd
 
 from sensitivity.boxes import DEFAULT_FRACTION, CentreBoxBaseline, heuristic_boxes
-from sensitivity.metrics import fixed_box_ious
+from sensitivity.evaluation import ROW_COLUMNS, corloc_table, labelled_rows, prediction_columns
 from sensitivity.pipeline.classify import accuracy_note
-from sensitivity.pipeline.rows import RowMaps, labelled_rows, own_maps
-from sensitivity.pipeline.tables import (
-    corloc_display,
-    corloc_table,
-    small_count_note,
-    write_table,
-)
+from sensitivity.pipeline.rows import RowMaps, own_maps
 from sensitivity.regress import BoxRegressor
+from sensitivity.tables import corloc_display, small_count_note, write_table
 
 METHODS = ("regression", "heuristic", "centre")
 #: Column titles of the Markdown and HTML tables.
@@ -52,8 +47,9 @@ def box_model_note(summary_path: str | Path) -> str:
 
 
 def predict_test(rows: pd.DataFrame, stores: list[str], regressor: BoxRegressor, centre: CentreBoxBaseline,
-                 sigma: float, fraction: float, batch_size: int = 1024) -> pd.DataFrame:
-    """One row per test (image, class): each method's box and its best IoU with the class's boxes."""
+                 sigma: float, fraction: float, iou_threshold: float = 0.5, batch_size: int = 1024) -> pd.DataFrame:
+    """One row per test (image, class): each method's box, its best IoU with the class's boxes and whether it
+    is correct (IoU > ``iou_threshold``)."""
     blocks = []
     for block, maps in RowMaps(stores, rows, batch_size, attention=regressor.n_channels_ > 1,
                                embedding=regressor.n_embedding_ > 0):
@@ -62,12 +58,8 @@ def predict_test(rows: pd.DataFrame, stores: list[str], regressor: BoxRegressor,
             "heuristic": heuristic_boxes(own_maps(maps), sigma=sigma, fraction=fraction),
             "centre": centre.predict(maps),
         }
-        out = block[["image_id", "label", "path", "width", "height", "boxes"]].copy()
-        out["n_gt"] = [len(g) for g in block["gt"]]
-        for method, boxes in predictions.items():
-            for k, coordinate in enumerate(("x1", "y1", "x2", "y2")):
-                out[f"{method}_{coordinate}"] = boxes[:, k]
-            out[f"{method}_iou"] = fixed_box_ious(boxes, list(block["gt"]))
+        out = prediction_columns(block, predictions, iou_threshold)
+        out.insert(len(ROW_COLUMNS), "n_gt", [len(g) for g in block["gt"]])
         blocks.append(out)
     if not blocks:
         raise ValueError("the test split has no image with a map")
@@ -93,9 +85,8 @@ def evaluate(manifest_path: str | Path, split_path: str | Path, stores: list[str
     train = rows[rows["split"] == fit_split]
     centre = CentreBoxBaseline().fit(np.zeros(len(train)), np.stack(train["target_box"].to_numpy()))
     regressor = BoxRegressor.load(model_path)
-    predictions = predict_test(rows[rows["split"] == "test"], stores, regressor, centre, sigma, fraction)
-    for method in METHODS:
-        predictions[f"{method}_correct"] = predictions[f"{method}_iou"] > iou_threshold
+    predictions = predict_test(rows[rows["split"] == "test"], stores, regressor, centre, sigma, fraction,
+                               iou_threshold)
     predictions.to_csv(predictions_path, index=False, float_format="%.6g")
     table = corloc_table(predictions, METHODS)
     notes = [small_count_note(table), maps_note(regressor)]

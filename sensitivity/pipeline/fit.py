@@ -16,7 +16,8 @@ import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
 from sensitivity.boxes import correct_localizations
-from sensitivity.pipeline.rows import RowMaps, labelled_rows
+from sensitivity.evaluation import choose, labelled_rows
+from sensitivity.pipeline.rows import RowMaps
 from sensitivity.regress import BoxRegressor, check_provenance
 from sensitivity.store import map_provenance
 
@@ -231,7 +232,7 @@ def fit_regressor(manifest_path: str | Path, split_path: str | Path, stores: lis
         candidates, fold_scores = cross_validated_corloc(grid, stores, choice_rows, attention, embedding, iou_threshold,
                                                          selection["folds"], selection["seed"], batch_size, starting)
         scores = fold_scores.mean(axis=1)
-        chosen = candidates[int(np.argmax(scores))]
+        chosen = candidates[choose(scores)]
         best = chosen.refit(RowMaps(stores, choice_rows, batch_size, attention, embedding).boxes(), starting)
         chosen_on = f"{selection['folds']}-fold cross-validation on {' + '.join(dict.fromkeys([train_split, val_split]))}"
         tried = [c.settings() | {"cv_corloc": float(m), "cv_corloc_std": float(f.std()), "fold_corloc":
@@ -248,7 +249,7 @@ def fit_regressor(manifest_path: str | Path, split_path: str | Path, stores: lis
         val_rows = rows[rows["split"] == val_split]
         scores = fold_corloc([models], RowMaps(stores, val_rows, batch_size, attention, embedding),
                              pd.Series(0, index=val_rows.index), iou_threshold)[:, 0]
-        chosen, best = candidates[int(np.argmax(scores))], models[int(np.argmax(scores))]
+        chosen, best = candidates[choose(scores)], models[choose(scores)]
         chosen_on = val_split
         tried = [c.settings() | {"val_corloc": float(s)} for c, s in zip(candidates, scores)]
         n_choice_rows, fitted_on = int((rows["split"] == val_split).sum()), [train_split]

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from sensitivity.boxes import DEFAULT_FRACTION, DEFAULT_SIGMA, CentreBoxBaseline, heuristic_boxes
+from sensitivity.evaluation import average_corloc, labelled_rows, prediction_columns
 from sensitivity.map_methods import list_map_methods
 from sensitivity.metrics import (
     accuracy_at,
@@ -39,10 +40,10 @@ from sensitivity.metrics import (
     threshold_box,
 )
 from sensitivity.pipeline.classify import row_correctness
-from sensitivity.pipeline.rows import RowMaps, labelled_rows, own_maps
-from sensitivity.pipeline.tables import AVERAGE, corloc_table, read_published, to_markdown
+from sensitivity.pipeline.rows import RowMaps, own_maps
 from sensitivity.regress import BoxRegressor, check_provenance
 from sensitivity.store import map_provenance
+from sensitivity.tables import read_published, to_markdown
 
 BOX_METHODS = ("heuristic", "wsol", "learned")
 GT_KNOWN_LEVEL = 50
@@ -82,14 +83,8 @@ def predict_rows(stores: Sequence[str | Path], rows: pd.DataFrame, regressor: Bo
             start = time.perf_counter()
             boxes[method] = run()
             seconds[method] += time.perf_counter() - start
-        out = block[["image_id", "label"]].copy()
-        gt = list(block["gt"])
-        for method, predicted in boxes.items():
-            for k, coordinate in enumerate(("x1", "y1", "x2", "y2")):
-                out[f"{method}_{coordinate}"] = predicted[:, k]
-            out[f"{method}_iou"] = fixed_box_ious(predicted, gt)
-        blocks.append(out)
-        all_contours.append(best_ious(own, gt, thresholds, multi_contour=True))
+        blocks.append(prediction_columns(block, boxes, None, keep=("image_id", "label")))
+        all_contours.append(best_ious(own, list(block["gt"]), thresholds, multi_contour=True))
     if not blocks:
         raise ValueError("the test split has no image with a map")
     return pd.concat(blocks), np.vstack(all_contours), seconds
@@ -101,8 +96,7 @@ def box_scores(ious: np.ndarray, labels: Sequence[str], top1: np.ndarray | None,
     their mean, and the class-averaged CorLoc (fractions; Top-1 Loc NaN without ``top1``)."""
     located = localized(ious, GT_KNOWN_LEVEL)
     accuracy = box_accuracy_curves(ious[:, None], iou_levels)[:, 0]
-    correct = pd.DataFrame({"label": list(labels), "box_correct": ious > iou_threshold})
-    corloc = corloc_table(correct, ["box"]).set_index("class").loc[AVERAGE, "corloc_box"] / 100
+    corloc = average_corloc(ious > iou_threshold, labels) / 100
     return {"n_test": len(ious), "gt_known_loc": located.mean(),
             "top1_loc": (located & top1).mean() if top1 is not None else np.nan,
             "maxboxacc_v2": accuracy.mean(), **{f"boxacc_{d}": a for d, a in zip(iou_levels, accuracy)},

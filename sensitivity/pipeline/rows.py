@@ -1,31 +1,15 @@
-"""Labelled rows (one per image and class) joined with their split and their maps, streamed."""
+"""Labelled rows (:func:`sensitivity.evaluation.labelled_rows`) streamed with their maps."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from sensitivity.boxes import largest_box
-from sensitivity.datasets import read_manifest
-from sensitivity.pipeline.split import read_split
 from sensitivity.regress import MapStack
 from sensitivity.store import iter_maps
-
-
-def labelled_rows(manifest_path: str | Path, split_path: str | Path) -> pd.DataFrame:
-    """Manifest rows with ``split``, ``gt`` (k, 4) arrays and ``target_box`` (the largest box, regressed)."""
-    rows = read_manifest(manifest_path)
-    rows["split"] = rows["image_id"].map(read_split(split_path))
-    if rows["split"].isna().any():
-        missing = rows.loc[rows["split"].isna(), "image_id"].iloc[0]
-        raise ValueError(f"{split_path}: image {missing!r} has no split")
-    rows["gt"] = [np.asarray(json.loads(b), dtype=np.float64) for b in rows["boxes"]]
-    rows["target_box"] = [largest_box(gt) for gt in rows["gt"]]
-    return rows
 
 
 def own_maps(maps: np.ndarray | MapStack) -> np.ndarray:

@@ -10,12 +10,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from sensitivity.evaluation import ALL, AVERAGE
 from sensitivity.pipeline.evaluate import METHODS, evaluate
 from sensitivity.pipeline.fit import fit_regressor
 from sensitivity.pipeline.methods import centre_scores, in_method_order, score_method
 from sensitivity.pipeline.split import make_split
 from sensitivity.regress import BoxRegressor
-from sensitivity.pipeline.tables import ALL, AVERAGE, to_markdown
+from sensitivity.tables import to_markdown
 
 
 def refit(manifest_path: str | Path, split_path: Path, stores: Sequence[str | Path], stem: Path, regression: dict,

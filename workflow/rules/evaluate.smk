@@ -11,7 +11,7 @@ rule evaluate:
         summary="results/{dataset}/fit_summary.json",
         skipped="results/{dataset}_skipped.csv",
         classifier=classifier_table,
-        code=code("pipeline/evaluate.py", "pipeline/tables.py", "pipeline/rows.py", "pipeline/classify.py",
+        code=code("pipeline/evaluate.py", "tables.py", "pipeline/rows.py", "evaluation.py", "pipeline/classify.py",
                   "boxes.py", "metrics.py"),
     output:
         predictions="results/{dataset}_predictions.csv",
@@ -37,7 +37,8 @@ rule split_seeds:
         manifest="results/{dataset}/manifest.csv",
         maps=map_stores,
         code=code("pipeline/seeds.py", "pipeline/split.py", "pipeline/fit.py", "pipeline/evaluate.py",
-                  "pipeline/methods.py", "pipeline/rows.py", "regress.py", "shape.py", "boxes.py", "metrics.py"),
+                  "pipeline/methods.py", "pipeline/rows.py", "evaluation.py", "tables.py", "regress.py", "shape.py",
+                  "boxes.py", "metrics.py"),
         prior=prior_box_model,
     output:
         table="results/{dataset}_seeds.csv",
@@ -63,7 +64,7 @@ rule classifier_accuracy:
         split="results/{dataset}/split.csv",
         maps=map_stores,
         synset_mapping=lambda wc: dataset(wc.dataset)["synset_mapping"],
-        code=code("pipeline/classify.py", "pipeline/rows.py"),
+        code=code("pipeline/classify.py", "pipeline/rows.py", "evaluation.py"),
     output:
         "results/{dataset}_classifier.csv",
     log:

@@ -28,8 +28,8 @@ rule method_scores:
         maps=lambda wc: gather.extract(f"results/{method_dataset(wc)}/maps/{{scatteritem}}.zarr"),
         model=lambda wc: f"results/{method_dataset(wc)}/regressor.npz",
         synset_mapping=lambda wc: dataset(wc.dataset)["synset_mapping"] or [],
-        code=code("pipeline/methods.py", "metrics.py", "pipeline/rows.py", "pipeline/classify.py", "pipeline/tables.py",
-                  "boxes.py", "regress.py", "shape.py", "store.py"),
+        code=code("pipeline/methods.py", "metrics.py", "pipeline/rows.py", "evaluation.py", "pipeline/classify.py",
+                  "tables.py", "boxes.py", "regress.py", "shape.py", "store.py"),
     output:
         scores="results/{dataset}/methods/{method}.csv",
         predictions="results/{dataset}/methods/{method}_predictions.csv",
@@ -79,7 +79,7 @@ rule methods_table:
         manifest="results/{dataset}/manifest.csv",
         split="results/{dataset}/split.csv",
         published="data/published_results.csv",
-        code=code("pipeline/methods.py", "pipeline/tables.py", "boxes.py", "figures.py"),
+        code=code("pipeline/methods.py", "tables.py", "boxes.py", "figures.py"),
     output:
         table=report("results/{dataset}_methods.csv", caption="../report/methods_table.rst", category="Methods",
                      labels={"dataset": "{dataset}", "what": "table"}),
@@ -105,7 +105,7 @@ rule methods_seeds:
         manifest="results/{dataset}/manifest.csv",
         synset_mapping=lambda wc: dataset(wc.dataset)["synset_mapping"] or [],
         code=code("pipeline/seeds.py", "pipeline/methods.py", "pipeline/fit.py", "pipeline/split.py", "metrics.py",
-                  "pipeline/rows.py", "pipeline/classify.py", "pipeline/tables.py", "boxes.py", "regress.py",
+                  "pipeline/rows.py", "evaluation.py", "pipeline/classify.py", "tables.py", "boxes.py", "regress.py",
                   "shape.py", "store.py"),
     output:
         table="results/{dataset}_methods_seeds.csv",

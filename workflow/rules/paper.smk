@@ -45,7 +45,8 @@ rule paper_analysis:
     input:
         unpack(paper_maps),
         manifest="results/{dataset}/manifest.csv",
-        code=code("paper/bank.py", "paper/variants.py", "paper/experiments.py", "regress.py", "boxes.py"),
+        code=code("paper/bank.py", "paper/variants.py", "paper/experiments.py", "evaluation.py", "regress.py",
+                  "boxes.py"),
     output:
         variants="results/paper/{dataset}/analysis/variants.csv",
         seeds="results/paper/{dataset}/analysis/seeds.csv",
@@ -82,7 +83,7 @@ rule paper_tables:
         rules.paper_analysis.output.summary,
         manifest="results/{dataset}/manifest.csv",
         published="data/published_results.csv",
-        code=code("paper/tables.py", "paper/report.py", "pipeline/tables.py"),
+        code=code("paper/tables.py", "paper/report.py", "tables.py", "evaluation.py"),
     output:
         expand("results/paper/{{dataset}}/{table}.{ext}", table=PAPER_TABLES, ext=("csv", "md")),
     wildcard_constraints:
@@ -166,7 +167,7 @@ rule paper_report:
         speed=expand("results/paper/{dataset}/speed.csv", dataset=PAPER_DATASETS),
         machine=expand("results/paper/{dataset}/machine.json", dataset=PAPER_DATASETS),
         figures=expand("results/paper/figures/{dataset}_{figure}.png", dataset=PAPER_DATASETS, figure=PAPER_FIGURES),
-        code=code("paper/report.py"),
+        code=code("paper/report.py", "paper/tables.py", "tables.py"),
     output:
         "results/paper/RESULTS.md",
     params:

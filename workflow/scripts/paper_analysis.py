@@ -9,8 +9,7 @@ import pickle  # noqa: E402
 from sensitivity.paper.bank import MAP_VARIANTS, load_bank  # noqa: E402
 from sensitivity.paper.experiments import run_analysis, seed_splits  # noqa: E402
 from sensitivity.paper.variants import study_variants  # noqa: E402
-from sensitivity.datasets import read_manifest  # noqa: E402
-from sensitivity.pipeline.split import list_split  # noqa: E402
+from sensitivity.datasets import list_split, read_manifest  # noqa: E402
 
 log = logging.getLogger("paper_analysis")
 p = snakemake.params

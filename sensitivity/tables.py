@@ -1,34 +1,17 @@
-"""CorLoc tables: per class, the paper's "Average CorLoc" (unweighted mean over classes) and the CorLoc
-over all rows, in %."""
+"""Tables for reading: one Markdown and HTML renderer, CSV + Markdown writing, CorLoc with Wilson intervals,
+and the published numbers. The tables themselves come from :mod:`sensitivity.evaluation` and the stages."""
 
 from __future__ import annotations
 
 import html
 import math
-from collections.abc import Sequence
+from collections.abc import Collection
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-AVERAGE = "Average"
-ALL = "All images"
-
-
-def corloc_table(predictions: pd.DataFrame, methods: Sequence[str]) -> pd.DataFrame:
-    """``class, n_images, corloc_<method>...`` (percent) from per-row ``<method>_correct`` flags.
-
-    After the classes come ``Average`` (the unweighted mean over classes, the paper's metric) and
-    ``All images`` (the share over all (image, class) rows, i.e. over images when each has one class).
-    """
-    grouped = predictions.groupby("label", sort=True)
-    table = pd.DataFrame({"class": list(grouped.groups), "n_images": grouped.size().to_numpy()})
-    for method in methods:
-        table[f"corloc_{method}"] = 100.0 * grouped[f"{method}_correct"].mean().to_numpy()
-    average = {"class": AVERAGE, "n_images": int(table["n_images"].sum())}
-    average |= {f"corloc_{m}": table[f"corloc_{m}"].mean() for m in methods}
-    overall = {"class": ALL, "n_images": len(predictions)}
-    overall |= {f"corloc_{m}": 100.0 * predictions[f"{m}_correct"].mean() for m in methods}
-    return pd.concat([table, pd.DataFrame([average, overall])], ignore_index=True)
+from sensitivity.evaluation import ALL, AVERAGE
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
@@ -71,22 +54,40 @@ def small_count_note(table: pd.DataFrame) -> str:
             "differences inside the intervals may be chance.")
 
 
-def _cells(table: pd.DataFrame) -> list[list[str]]:
-    """The rows as text: floats with two decimals, the Average and All images rows marked."""
-    return [[f"{v:.2f}" if isinstance(v, float) else str(v) for v in row] for row in table.itertuples(index=False)]
+def _cell(value: object, digits: int) -> str:
+    """A value as text: floats with ``digits`` decimals, NaN and None empty."""
+    if isinstance(value, (float, np.floating)):
+        return "" if np.isnan(value) else f"{value:.{digits}f}"
+    return "" if value is None else str(value)
 
 
-def to_markdown(table: pd.DataFrame, title: str = "") -> str:
-    """A GitHub Markdown table (numbers with two decimals, the first column left-aligned), optionally under a
-    heading."""
-    header = "| " + " | ".join(table.columns) + " |"
-    rule = "|" + "|".join("---" if i == 0 else "---:" for i in range(len(table.columns))) + "|"
+def _cells(table: pd.DataFrame, digits: int = 2) -> list[list[str]]:
+    return [[_cell(v, digits) for v in row] for row in table.itertuples(index=False)]
+
+
+def numeric_columns(table: pd.DataFrame) -> list[str]:
+    """The columns of numbers (to align right when text columns stand between them)."""
+    return [c for c in table.columns if pd.api.types.is_numeric_dtype(table[c])]
+
+
+def to_markdown(table: pd.DataFrame, title: str = "", digits: int = 2, note: str = "", level: int = 2,
+                right: Collection[str] | None = None) -> str:
+    """A GitHub Markdown table under an optional heading of ``level`` and above an optional note.
+
+    Floats get ``digits`` decimals (NaN is empty); the ``right`` columns are right-aligned (by default all but
+    the first); the ``Average`` and ``All images`` rows are bold.
+    """
+    right = set(table.columns[1:] if right is None else right)
+    header = "| " + " | ".join(str(c) for c in table.columns) + " |"
+    rule = "|" + "|".join("---:" if c in right else "---" for c in table.columns) + "|"
     lines = [header, rule]
-    for cells in _cells(table):
-        if cells[0] in (AVERAGE, ALL):
+    for cells in _cells(table, digits):
+        cells = [c.replace("|", "\\|") for c in cells]
+        if cells and cells[0] in (AVERAGE, ALL):
             cells = [f"**{c}**" for c in cells]
         lines.append("| " + " | ".join(cells) + " |")
-    return (f"## {title}\n\n" if title else "") + "\n".join(lines) + "\n"
+    text = (f"{'#' * level} {title}\n\n" if title else "") + "\n".join(lines) + "\n"
+    return text + (f"\n{note}\n" if note else "")
 
 
 def to_html(table: pd.DataFrame, title: str = "", note: str = "") -> str:
@@ -108,12 +109,14 @@ def to_html(table: pd.DataFrame, title: str = "", note: str = "") -> str:
 
 
 def write_table(table: pd.DataFrame, csv_path: str | Path, md_path: str | Path, title: str = "",
-                note: str = "", shown: pd.DataFrame | None = None, html_path: str | Path | None = None) -> None:
-    """The table as CSV and, as ``shown`` (by default the table itself), as Markdown and optionally HTML, with
-    an optional note under it."""
+                note: str = "", shown: pd.DataFrame | None = None, html_path: str | Path | None = None,
+                **style) -> None:
+    """The table as CSV (four decimals) and, as ``shown`` (by default the table itself), as Markdown and
+    optionally HTML, with an optional note under it; ``style``: :func:`to_markdown`'s digits, level, right."""
+    Path(csv_path).parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(csv_path, index=False, float_format="%.4f")
     shown = table if shown is None else shown
-    Path(md_path).write_text(to_markdown(shown, title) + (f"\n{note}\n" if note else ""))
+    Path(md_path).write_text(to_markdown(shown, title, note=note, **style))
     if html_path is not None:
         Path(html_path).write_text(to_html(shown, title, note))
 
