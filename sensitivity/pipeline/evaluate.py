@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from sensitivity.box_model import BoxModel, load_box_model
 from sensitivity.boxes import DEFAULT_FRACTION, CentreBoxBaseline, heuristic_boxes
 from sensitivity.evaluation import ROW_COLUMNS, corloc_table, labelled_rows, prediction_columns
 from sensitivity.pipeline.classify import accuracy_note
 from sensitivity.pipeline.rows import RowMaps, own_maps
-from sensitivity.regress import BoxRegressor
 from sensitivity.tables import corloc_display, small_count_note, write_table
 
 METHODS = ("regression", "heuristic", "centre")
@@ -20,7 +20,7 @@ METHODS = ("regression", "heuristic", "centre")
 METHOD_NAMES = {"regression": "learned box", "heuristic": "heuristic box", "centre": "centre box"}
 
 
-def maps_note(regressor: BoxRegressor) -> str:
+def maps_note(regressor: BoxModel) -> str:
     """How the evaluated maps were made, from the box model's record of its training maps."""
     made = getattr(regressor, "provenance_", None)
     if not made:
@@ -46,7 +46,7 @@ def box_model_note(summary_path: str | Path) -> str:
             "paper's (smoothed map, top pixels); centre box: the mean training box, centred.")
 
 
-def predict_test(rows: pd.DataFrame, stores: list[str], regressor: BoxRegressor, centre: CentreBoxBaseline,
+def predict_test(rows: pd.DataFrame, stores: list[str], regressor: BoxModel, centre: CentreBoxBaseline,
                  sigma: float, fraction: float, iou_threshold: float = 0.5, batch_size: int = 1024) -> pd.DataFrame:
     """One row per test (image, class): each method's box, its best IoU with the class's boxes and whether it
     is correct (IoU > ``iou_threshold``)."""
@@ -84,7 +84,7 @@ def evaluate(manifest_path: str | Path, split_path: str | Path, stores: list[str
     rows = labelled_rows(manifest_path, split_path)
     train = rows[rows["split"] == fit_split]
     centre = CentreBoxBaseline().fit(np.zeros(len(train)), np.stack(train["target_box"].to_numpy()))
-    regressor = BoxRegressor.load(model_path)
+    regressor = load_box_model(model_path)
     predictions = predict_test(rows[rows["split"] == "test"], stores, regressor, centre, sigma, fraction,
                                iou_threshold)
     predictions.to_csv(predictions_path, index=False, float_format="%.6g")
