@@ -33,17 +33,28 @@ def box_model_note(summary_path: str | Path) -> str:
     """Which learned box model the fit stage chose, on what, and among how many (from ``fit_summary.json``)."""
     summary = json.loads(Path(summary_path).read_text())
     chosen = summary["chosen"]
-    settings = [f"{chosen['features']} features", f"{chosen['solver']}", f"alpha {chosen['alpha']:g}"]
+    if "ensemble" in chosen:
+        members = "; ".join(", ".join(model_settings(m, summary)) for m in chosen["members"])
+        what = f"the average box of {len(chosen['members'])} {chosen['solver']} box models ({members})"
+    else:
+        settings = model_settings(chosen, summary)
+        what = ", ".join([settings[0], chosen["solver"], *settings[1:]])
+    return (f"Learned box: {what}; chosen by {summary['chosen_on']} among "
+            f"{len(summary['candidates'])} candidates (CorLoc {100 * summary['score']:.1f} % on "
+            f"{summary['n_choice_rows']} images; {Path(summary_path).name}). Heuristic box: the "
+            "paper's (smoothed map, top pixels); centre box: the mean training box, centred.")
+
+
+def model_settings(chosen: dict, summary: dict) -> list[str]:
+    """One box model's settings in words, from its entry in ``fit_summary.json``."""
+    settings = [f"{chosen['features']} features", f"alpha {chosen['alpha']:g}"]
     settings += [f"{key} {chosen[key]}" for key in ("pool", "normalize") if chosen.get(key) is not None]
     if chosen.get("embedding_components"):
         settings.append(f"{chosen['embedding_components']} embedding components")
     if chosen.get("start"):
         how = "as it is" if chosen["start"] == "as is" else "fine-tuned (alpha: penalty towards its weights)"
         settings.append(f"the prior box model {summary['prior']['model']} {how}")
-    return (f"Learned box: {', '.join(settings)}; chosen by {summary['chosen_on']} among "
-            f"{len(summary['candidates'])} candidates (CorLoc {100 * summary['score']:.1f} % on "
-            f"{summary['n_choice_rows']} images; {Path(summary_path).name}). Heuristic box: the "
-            "paper's (smoothed map, top pixels); centre box: the mean training box, centred.")
+    return settings
 
 
 def predict_test(rows: pd.DataFrame, stores: list[str], regressor: BoxModel, centre: CentreBoxBaseline,
