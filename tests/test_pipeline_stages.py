@@ -558,6 +558,28 @@ def test_evaluate_table_equals_hand_recomputation(demo_dataset, shard_stores, fi
 # --- tables -----------------------------------------------------------------------------------------
 
 
+def test_box_model_note_names_one_model_or_the_members_of_an_ensemble(tmp_path) -> None:
+    from sensitivity.pipeline.evaluate import box_model_note
+
+    shape = {"features": "shape", "alpha": 10.0, "pool": None, "normalize": None, "target": "corners",
+             "embedding_components": 16, "start": None}
+    pooled = {"features": "pooled", "alpha": 0.1, "pool": 7, "normalize": "max", "target": "corners",
+              "embedding_components": 0, "start": "fine-tuned"}
+    summary = {"chosen_on": "5-fold cross-validation on train + val", "score": 0.625, "n_choice_rows": 80,
+               "prior": {"model": "prior.npz", "used": True}, "candidates": [shape, pooled, {}]}
+    path = tmp_path / "fit_summary.json"
+    path.write_text(json.dumps(summary | {"chosen": shape | {"solver": "ridge"}}))
+    assert box_model_note(path).startswith("Learned box: shape features, ridge, alpha 10, 16 embedding components; "
+                                           "chosen by 5-fold cross-validation on train + val among 3 candidates "
+                                           "(CorLoc 62.5 % on 80 images; fit_summary.json).")
+    path.write_text(json.dumps(summary | {"chosen": {"ensemble": [0, 1], "members": [shape, pooled],
+                                                     "solver": "ridge"}}))
+    assert box_model_note(path).startswith(
+        "Learned box: the average box of 2 ridge box models (shape features, alpha 10, 16 embedding components; "
+        "pooled features, alpha 0.1, pool 7, normalize max, the prior box model prior.npz fine-tuned (alpha: "
+        "penalty towards its weights)); chosen by 5-fold")
+
+
 def test_corloc_table_and_markdown_formatting() -> None:
     predictions = pd.DataFrame({
         "label": ["b", "a", "a", "b", "b"],
