@@ -191,14 +191,14 @@ def _add_localize(subparsers) -> None:
 
 def _regressor(args: argparse.Namespace) -> tuple:
     """The box model of ``--regressor`` (None without it) and the name its errors use."""
-    from sensitivity.regress import BoxRegressor
+    from sensitivity.box_model import load_box_model
 
     if args.regressor is None:
         return None, "the regressor"
     if args.box not in (None, "learned"):
         raise UsageError(f"--box {args.box}: --regressor gives a learned box; drop one of them")
     try:
-        return BoxRegressor.load(args.regressor), args.regressor
+        return load_box_model(args.regressor), args.regressor
     except (OSError, ValueError) as error:
         raise UsageError(f"--regressor: {error}") from None
 

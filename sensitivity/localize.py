@@ -4,7 +4,7 @@ This is the library behind ``sensitivity localize``. Images are read with :func:
 RGB, EXIF orientation applied) and prepared with the model's ``squash`` preprocessing, so the map covers
 the whole image and a box in map coordinates is a box in normalised image coordinates. :func:`choose_box`
 decides how boxes are made, for the library and the command alike: by default the shipped box model
-(:data:`DEFAULT_BOX_MODEL`) or a fitted :class:`~sensitivity.regress.BoxRegressor` given instead, from the
+(:data:`DEFAULT_BOX_MODEL`) or a fitted box model given instead (:mod:`sensitivity.box_model`), from the
 maps it was fitted on; on request (or when the map options asked for are not the shipped model's) the map
 thresholded at τ (:func:`~sensitivity.metrics.threshold_box`, by default on the Grad-CAM map), or the paper's
 heuristic box (:func:`~sensitivity.boxes.heuristic_box`).
@@ -27,13 +27,14 @@ import numpy as np
 import torch
 from PIL import Image
 
+from sensitivity.box_model import BoxModel, load_box_model
 from sensitivity.boxes import DEFAULT_FRACTION, DEFAULT_SIGMA, heuristic_box, to_pixels
 from sensitivity.images import MAX_PIXELS, ImageReadError, image_size, read_image
 from sensitivity.map_methods import compute_maps, method_settings
 from sensitivity.maps import AGGREGATES, TARGETS, Aggregate, Sensitivity, Target, pool_maps, resize_attention
 from sensitivity.metrics import threshold_box
 from sensitivity.models import LoadedModel
-from sensitivity.regress import BoxRegressor, MapStack, check_provenance
+from sensitivity.regress import MapStack, check_provenance
 
 Method = Literal["regression", "threshold", "heuristic"]
 #: The boxes without a regressor: the map thresholded at τ (its largest region) or the paper's heuristic box.
@@ -62,9 +63,9 @@ DEFAULT_BOX_MODEL = Path(__file__).parent / "box_models" / "imagenet_efficientne
 SHIPPED = f"the shipped box model {DEFAULT_BOX_MODEL.name}"
 
 
-def default_box_model() -> BoxRegressor:
+def default_box_model() -> BoxModel:
     """The shipped box model (:data:`DEFAULT_BOX_MODEL`)."""
-    return BoxRegressor.load(DEFAULT_BOX_MODEL)
+    return load_box_model(DEFAULT_BOX_MODEL)
 
 
 #: File name endings (case-insensitive) taken as images when a folder is expanded.
@@ -179,7 +180,7 @@ def _check_options(target: str, aggregate: str, sigma: float, fraction: float, b
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
 
 
-def check_regressor(regressor: BoxRegressor, model: LoadedModel) -> None:
+def check_regressor(regressor: BoxModel, model: LoadedModel) -> None:
     """Raise ValueError unless ``model``'s maps can be pooled to the maps ``regressor`` was fitted on.
 
     The workflow fits on stored maps (e.g. 56x56 from 224x224), pooled in whole blocks as here.
@@ -193,7 +194,7 @@ def check_regressor(regressor: BoxRegressor, model: LoadedModel) -> None:
         )
 
 
-def map_options(regressor: BoxRegressor | None = None, source: str = "the regressor", **given: str | None) -> dict:
+def map_options(regressor: BoxModel | None = None, source: str = "the regressor", **given: str | None) -> dict:
     """``model``, ``target``, ``aggregate`` and map ``method`` as given (None: not given), else as the regressor's
     maps were made, else :data:`MAP_DEFAULTS` (:data:`UNRECORDED_METHOD` for a regressor that does not record
     its maps), with the method's ``settings``. A given value the regressor's maps were not made with is a
@@ -215,12 +216,12 @@ class BoxChoice:
     to the threshold box ("" when it did not)."""
 
     box: str
-    regressor: BoxRegressor | None
+    regressor: BoxModel | None
     options: dict
     note: str = ""
 
 
-def choose_box(regressor: BoxRegressor | None = None, box: str | None = None, source: str = "the regressor",
+def choose_box(regressor: BoxModel | None = None, box: str | None = None, source: str = "the regressor",
                **given: str | None) -> BoxChoice:
     """The box and the map options for ``regressor``, ``box`` and the ``given`` map options (``model``,
     ``target``, ``aggregate``, ``method``; None: not given).
@@ -249,7 +250,7 @@ def choose_box(regressor: BoxRegressor | None = None, box: str | None = None, so
 
 
 def regression_boxes(model: LoadedModel, inputs: torch.Tensor, target: Target, aggregate: Aggregate,
-                     regressor: BoxRegressor, amp_dtype: torch.dtype | None = None, method: str = "gradient",
+                     regressor: BoxModel, amp_dtype: torch.dtype | None = None, method: str = "gradient",
                      settings: dict | None = None) -> tuple[Sensitivity, np.ndarray]:
     """The maps of ``method`` (the paper's gradient map: one forward and one backward pass), then
     ``regressor``'s boxes (N, 4), with the maps and logits.
@@ -276,7 +277,7 @@ def _localize_batch(
     model: LoadedModel,
     transform,
     options: dict,
-    regressor: BoxRegressor | None,
+    regressor: BoxModel | None,
     box_of,
     box: str,
     device: torch.device,
@@ -323,7 +324,7 @@ def iter_localize(
     model: LoadedModel,
     target: Target | None = None,
     aggregate: Aggregate | None = None,
-    regressor: BoxRegressor | None = None,
+    regressor: BoxModel | None = None,
     sigma: float = DEFAULT_SIGMA,
     fraction: float = DEFAULT_FRACTION,
     batch_size: int = 8,
@@ -391,7 +392,7 @@ def localize_images(
     model: LoadedModel,
     target: Target | None = None,
     aggregate: Aggregate | None = None,
-    regressor: BoxRegressor | None = None,
+    regressor: BoxModel | None = None,
     sigma: float = DEFAULT_SIGMA,
     fraction: float = DEFAULT_FRACTION,
     batch_size: int = 8,
@@ -413,8 +414,8 @@ def localize_images(
     method : the map method (:mod:`sensitivity.map_methods`).
         ``target``, ``aggregate`` and ``method`` default to how the box model's maps were made, else to
         :data:`MAP_DEFAULTS` (see :func:`map_options`).
-    regressor : a fitted :class:`BoxRegressor`, whose maps ``model`` must be able to make; None: the shipped
-        box model (:data:`DEFAULT_BOX_MODEL`, fitted on efficientnet_lite0's maps) when the box is learned.
+    regressor : a fitted box model (:mod:`sensitivity.box_model`), whose maps ``model`` must be able to make;
+        None: the shipped box model (:data:`DEFAULT_BOX_MODEL`, fitted on efficientnet_lite0's maps) when the box is learned.
     box : "learned" (``regressor``'s box), "threshold" (the map thresholded at ``threshold``, the bounding
         box of its largest region; default τ per method :data:`DEFAULT_THRESHOLDS`) or "heuristic" (the
         paper's). None (the default): "learned", or "threshold" with a warning saying why when ``model`` or

@@ -48,7 +48,7 @@ NORMALIZATIONS = ("none", "max", "sum", "rank", "log")
 TARGETS = ("corners", "centre_size", "centre_logsize")
 FEATURES = ("pooled", "shape")
 # 2 adds n_channels (version 1: one channel, or none for flat features); 3 adds n_embedding, package_version
-# and fitted_on.
+# and fitted_on. (4 is an ensemble of box models: sensitivity.box_model.)
 FORMAT_VERSION = 3
 MAX_GRAM_BYTES = 4 * 2**30
 MIN_LOG_SIZE = 1e-4  # widths/heights are floored here before taking logs
@@ -669,8 +669,12 @@ class BoxRegressor(RegressorMixin, BaseEstimator):
         """Write settings, fitted weights and how the model was made to ``path`` as a portable ``.npz`` (no
         pickle). The same model always gives the same bytes (fixed member dates), so files can be rebuilt
         and compared."""
+        write_arrays(path, self.saved_arrays())
+
+    def saved_arrays(self) -> dict[str, Any]:
+        """What :meth:`save` writes: one array per name (format :data:`FORMAT_VERSION`)."""
         check_is_fitted(self)
-        arrays = {
+        return {
             "format_version": FORMAT_VERSION,
             "package_version": __version__,
             "params": json.dumps(self.get_params(), sort_keys=True),
@@ -683,58 +687,76 @@ class BoxRegressor(RegressorMixin, BaseEstimator):
             "provenance": json.dumps(getattr(self, "provenance_", None), sort_keys=True),
             "fitted_on": json.dumps(getattr(self, "fitted_on_", None), sort_keys=True),
         }
-        with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as archive:
-            for name, value in arrays.items():
-                member = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-                with archive.open(member, "w", force_zip64=True) as out:
-                    np.lib.format.write_array(out, np.asanyarray(value), allow_pickle=False)
 
     @classmethod
     def load(cls, path: str | PathLike[str]) -> BoxRegressor:
         """Restore an estimator written by :meth:`save`; any other file is a ValueError (FileNotFoundError when
-        there is none) in one line naming the file and saying what a box model is."""
-        about = ("a box model is the .npz that the workflow's fit stage writes (results/<dataset>/regressor.npz) "
-                 "or BoxRegressor.save")
-        if not Path(path).is_file():
-            problem = "is a folder" if Path(path).is_dir() else "no such file"
-            raise FileNotFoundError(f"{path}: {problem}; {about}")
-        try:
-            if not zipfile.is_zipfile(path):
-                raise ValueError("not an .npz archive")
-            with np.load(path, allow_pickle=False) as data:
-                missing = [key for key in _SAVED_KEYS if key not in data]
-                if missing:
-                    raise ValueError(f"an .npz without {', '.join(missing)}")
-                saved = {key: data[key] for key in _SAVED_KEYS}
-                n_channels = int(data["n_channels"]) if "n_channels" in data else None
-                n_embedding = int(data["n_embedding"]) if "n_embedding" in data else 0
-                provenance = json.loads(str(data["provenance"])) if "provenance" in data else None
-                fitted_on = json.loads(str(data["fitted_on"])) if "fitted_on" in data else None
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
-            raise ValueError(f"{path}: not a box model ({exc}); {about}") from exc
-        if int(saved["format_version"]) > FORMAT_VERSION:
-            raise ValueError(
-                f"{path} has format version {int(saved['format_version'])}; "
-                f"this version of sensitivity reads up to {FORMAT_VERSION}"
-            )
-        if int(saved["format_version"]) < FORMAT_VERSION:
-            warnings.warn(f"{path}: box model format {int(saved['format_version'])} (this version writes "
-                          f"{FORMAT_VERSION}) does not record how and on what it was fitted; refit it to check "
-                          "its maps", UserWarning, stacklevel=2)
-        params: dict[str, Any] = json.loads(str(saved["params"]))
+        there is none) in one line naming the file and saying what a box model is. An ensemble of box models
+        is refused: :func:`sensitivity.box_model.load_box_model` loads either kind."""
+        data = read_arrays(path)
+        if str(data.get("kind", "")) == "ensemble":
+            raise ValueError(f"{path}: an ensemble of box models, not one; load it with "
+                             "sensitivity.box_model.load_box_model")
+        return cls.from_arrays(data, path)
+
+    @classmethod
+    def from_arrays(cls, data: dict[str, np.ndarray], path: str | PathLike[str]) -> BoxRegressor:
+        """The estimator of :meth:`saved_arrays`' arrays, read from the file ``path`` (named in errors)."""
+        missing = [key for key in _SAVED_KEYS if key not in data]
+        if missing:
+            raise ValueError(f"{path}: not a box model (an .npz without {', '.join(missing)}); {ABOUT_BOX_MODELS}")
+        version = int(data["format_version"])
+        if version > FORMAT_VERSION:
+            raise ValueError(f"{path} has format version {version}; this version of sensitivity reads up to "
+                             f"{FORMAT_VERSION}")
+        if version < FORMAT_VERSION:
+            warnings.warn(f"{path}: box model format {version} (this version writes {FORMAT_VERSION}) does not "
+                          "record how and on what it was fitted; refit it to check its maps", UserWarning,
+                          stacklevel=3)
+        params: dict[str, Any] = json.loads(str(data["params"]))
         model = cls(**params)
-        model.coef_ = saved["coef"]
-        model.intercept_ = saved["intercept"]
+        model.coef_ = data["coef"]
+        model.intercept_ = data["intercept"]
         model.n_features_in_ = model.coef_.shape[1]
-        model.map_shape_ = tuple(int(s) for s in saved["map_shape"]) or None
-        model.n_samples_seen_ = int(saved["n_samples_seen"])
-        model.n_channels_ = n_channels if n_channels is not None else int(model.map_shape_ is not None)
-        model.n_embedding_ = n_embedding
-        if provenance is not None:
-            model.provenance_ = provenance
-        if fitted_on is not None:
-            model.fitted_on_ = fitted_on
+        model.map_shape_ = tuple(int(s) for s in data["map_shape"]) or None
+        model.n_samples_seen_ = int(data["n_samples_seen"])
+        model.n_channels_ = int(data["n_channels"]) if "n_channels" in data else int(model.map_shape_ is not None)
+        model.n_embedding_ = int(data["n_embedding"]) if "n_embedding" in data else 0
+        for key in ("provenance", "fitted_on"):
+            value = json.loads(str(data[key])) if key in data else None
+            if value is not None:
+                setattr(model, f"{key}_", value)
         return model
+
+
+#: What a box model file is, in the errors of a file that is not one.
+ABOUT_BOX_MODELS = ("a box model is the .npz that the workflow's fit stage writes (results/<dataset>/regressor.npz) "
+                    "or BoxRegressor.save / BoxEnsemble.save")
+
+
+def write_arrays(path: str | PathLike[str], arrays: dict[str, Any]) -> None:
+    """Write named arrays as an uncompressed ``.npz`` without pickle; the same arrays always give the same
+    bytes (fixed member dates)."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as archive:
+        for name, value in arrays.items():
+            member = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            with archive.open(member, "w", force_zip64=True) as out:
+                np.lib.format.write_array(out, np.asanyarray(value), allow_pickle=False)
+
+
+def read_arrays(path: str | PathLike[str]) -> dict[str, np.ndarray]:
+    """Every array of a box model file; a file that is not an ``.npz`` of arrays is a ValueError (none there, a
+    FileNotFoundError), in one line naming the file and saying what a box model is."""
+    if not Path(path).is_file():
+        problem = "is a folder" if Path(path).is_dir() else "no such file"
+        raise FileNotFoundError(f"{path}: {problem}; {ABOUT_BOX_MODELS}")
+    try:
+        if not zipfile.is_zipfile(path):
+            raise ValueError("not an .npz archive")
+        with np.load(path, allow_pickle=False) as data:
+            return {key: data[key] for key in data.files}
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"{path}: not a box model ({exc}); {ABOUT_BOX_MODELS}") from exc
 
 
 def check_provenance(regressor: BoxRegressor, made: dict, source: str) -> None:

@@ -198,10 +198,10 @@ def speed_table(manifest_path: str | Path, regressor_path: str | Path | None, ou
     """``results/speed.csv``: the map paths of ``model`` on the first ``batch_size`` readable images of a
     dataset's manifest, the box step with the dataset's fitted regressor (``regressor_path``; None leaves
     ``image → box`` out). ``target``/``aggregate`` are the dataset's. Machine columns are appended."""
-    from sensitivity.regress import BoxRegressor
+    from sensitivity.box_model import load_box_model
 
     loaded, images = timing_setup(manifest_images(manifest_path), model, batch_size, device, threads)
-    regressor = BoxRegressor.load(regressor_path) if regressor_path else None
+    regressor = load_box_model(regressor_path) if regressor_path else None
     load_before = load_average()
     table = measure_paths(loaded, images, aggregate, target, regressor, amp, warmup, repeats)
     table = _with_machine(table, load_before, [

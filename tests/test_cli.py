@@ -250,6 +250,38 @@ def test_regressor_fitted_on_stored_workflow_maps(tmp_path):
     np.testing.assert_allclose(results[0].box_normalised, regressor.predict(pooled)[0], rtol=1e-5, atol=1e-6)
 
 
+def test_regressor_ensemble_gives_the_mean_box_of_its_members(tmp_path, lite0):
+    """`--regressor` takes an ensemble's file too: its box is the mean of its members' boxes on the map."""
+    from sensitivity.box_model import BoxEnsemble
+    from sensitivity.localize import localize_images
+    from sensitivity.maps import pool_maps
+    from sensitivity.regress import BoxRegressor
+
+    rng = np.random.default_rng(4)
+    maps = rng.random((30, 56, 56))
+    corners = np.sort(rng.random((30, 2, 2)), axis=1)
+    boxes = np.column_stack([corners[:, 0, 0], corners[:, 0, 1], corners[:, 1, 0], corners[:, 1, 1]])
+    ensemble = BoxEnsemble([BoxRegressor(pool=7, alpha=1.0), BoxRegressor(pool=14, normalize="max", alpha=10.0,
+                                                                          target="centre_size")]).fit(maps, boxes)
+    ensemble.provenance_ = {"model": "efficientnet_lite0", "target": "gestalt", "aggregate": "max",
+                            "method": "gradient", "method_settings": {}}
+    path = tmp_path / "ensemble.npz"
+    ensemble.save(path)
+    csv_path = tmp_path / "boxes.csv"
+    code, stdout, stderr = run(["localize", str(RACCOON), "--regressor", str(path), "--boxes-csv", str(csv_path)])
+    assert code == 0, stderr
+    assert stdout.splitlines()[0].split("\t")[-1] == "regression"
+    with open(csv_path, newline="") as fh:
+        (row,) = list(csv.DictReader(fh))
+    (result,), _ = localize_images([RACCOON], lite0, target="gestalt", aggregate="max", regressor=ensemble)
+    pooled = pool_maps(torch.from_numpy(result.map)[None], 56).numpy()
+    mean_box = np.mean([member.predict(pooled)[0] for member in ensemble.members_], axis=0)
+    np.testing.assert_allclose(result.box_normalised, mean_box, rtol=1e-5, atol=1e-6)
+    width, height = int(row["width"]), int(row["height"])
+    np.testing.assert_allclose([float(row[k]) for k in ("x1", "y1", "x2", "y2")],
+                               mean_box * [width, height, width, height], atol=0.01)
+
+
 def test_unusable_regressor_is_a_usage_error(tmp_path):
     from sensitivity.regress import BoxRegressor
 

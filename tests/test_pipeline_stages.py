@@ -18,6 +18,7 @@ from PIL import Image
 
 import sensitivity.pipeline.extract as extract_module
 from sensitivity import __version__
+from sensitivity.box_model import BoxEnsemble, load_box_model
 from sensitivity.boxes import largest_box
 from sensitivity.datasets import DatasetError, read_manifest, read_split
 from sensitivity.evaluation import corloc_table
@@ -221,11 +222,15 @@ def fitted(demo_dataset, shard_stores) -> dict:
 
 def test_fit_summary_has_every_grid_point_and_keeps_the_best_on_val(demo_dataset, shard_stores, fitted) -> None:
     summary = fitted["summary"]
-    candidates = summary["candidates"]
+    *candidates, ensemble = summary["candidates"]
     expected = set(itertools.product(GRID["alpha"], GRID["pool"], GRID["normalize"], GRID["parameterisation"]))
     assert len(candidates) == len(expected)
     assert {(c["alpha"], c["pool"], c["normalize"], c["target"]) for c in candidates} == expected
     scores = [c["val_corloc"] for c in candidates]
+    # the ensemble candidate: the 3 best on val (ties: the earlier), last, so that it wins only when strictly better
+    assert ensemble["ensemble"] == sorted(range(len(scores)), key=lambda i: (-scores[i], i))[:3]
+    assert ensemble["members"] == [{k: v for k, v in candidates[i].items() if k != "val_corloc"}
+                                   for i in ensemble["ensemble"]]
     best = candidates[int(np.argmax(scores))]
     assert summary["score"] == max(scores) and summary["selection"] == "val"
     assert summary["chosen"] == {k: best[k] for k in ("features", "alpha", "pool", "normalize", "target",
@@ -251,6 +256,17 @@ def test_fit_summary_has_every_grid_point_and_keeps_the_best_on_val(demo_dataset
     ious = _hand_corloc(model.predict(np.concatenate(maps)), gt)
     assert np.isclose((ious > 0.5).mean(), summary["score"])
 
+    # the ensemble's val CorLoc by hand: its members fitted on train, their val boxes averaged
+    train_ids, train_maps = [], []
+    for ids, block in iter_maps(shard_stores, set(split.index[split == "train"])):
+        train_ids += ids.tolist()
+        train_maps.append(block)
+    targets = np.stack([largest_box(np.asarray(json.loads(manifest.loc[i, "boxes"]))) for i in train_ids])
+    members = [BoxRegressor(**{k: candidates[i][k] for k in ("alpha", "pool", "normalize", "target")}).fit(
+        np.concatenate(train_maps), targets) for i in ensemble["ensemble"]]
+    boxes = np.mean([m.predict(np.concatenate(maps)) for m in members], axis=0)
+    assert np.isclose((_hand_corloc(boxes, gt) > 0.5).mean(), ensemble["val_corloc"])
+
 
 def test_cross_validation_scores_every_candidate_on_held_out_folds_and_refits_the_best(
         demo_dataset, shard_stores, tmp_path) -> None:
@@ -262,10 +278,12 @@ def test_cross_validation_scores_every_candidate_on_held_out_folds_and_refits_th
                   tmp_path / "regressor.npz", tmp_path / "summary.json", grid=grid,
                   selection={"method": "cv", "folds": 3, "seed": 1})
     summary = json.loads((tmp_path / "summary.json").read_text())
-    candidates = summary["candidates"]
+    *candidates, ensemble = summary["candidates"]
     assert [(c["features"], c["embedding_components"], c["alpha"]) for c in candidates] == [
         ("pooled", 0, 0.1), ("pooled", 0, 100.0), ("shape", 0, 0.1), ("shape", 0, 100.0), ("shape", 8, 0.1),
         ("shape", 8, 100.0)]
+    means = [c["cv_corloc"] for c in candidates]
+    assert ensemble["ensemble"] == sorted(range(len(means)), key=lambda i: (-means[i], i))[:3]
     assert summary["selection"] == "cv" and summary["fitted_on"] == ["train", "val"]
 
     # one candidate's folds redone by hand: images grouped, classes stratified, fitted on the other folds
@@ -281,20 +299,35 @@ def test_cross_validation_scores_every_candidate_on_held_out_folds_and_refits_th
     y = np.stack([largest_box(g) for g in gt])
     assert X.embedding.shape[1] == 1280
     folds = StratifiedGroupKFold(3, shuffle=True, random_state=1).split(rows, rows["label"], rows["image_id"])
-    per_fold = []
+
+    def model_of(entry: dict) -> BoxRegressor:
+        return BoxRegressor(**{k: entry[k] for k in ("features", "alpha", "target", "embedding_components")},
+                            **{k: entry[k] for k in ("pool", "normalize") if entry[k] is not None})
+
+    per_fold, ensemble_per_fold = [], []
     for fit_part, held_out in folds:
         model = BoxRegressor(features="shape", alpha=100.0, embedding_components=8).fit(X[fit_part], y[fit_part])
         per_fold.append((_hand_corloc(model.predict(X[held_out]), [gt[k] for k in held_out]) > 0.5).mean())
+        # the ensemble on this fold: its members fitted on the other folds, their boxes averaged
+        members = [model_of(m).fit(X[fit_part], y[fit_part]) for m in ensemble["members"]]
+        boxes = np.mean([m.predict(X[held_out]) for m in members], axis=0)
+        ensemble_per_fold.append((_hand_corloc(boxes, [gt[k] for k in held_out]) > 0.5).mean())
     np.testing.assert_allclose(candidates[5]["fold_corloc"], per_fold)
     assert np.isclose(candidates[5]["cv_corloc"], np.mean(per_fold))
     assert np.isclose(candidates[5]["cv_corloc_std"], np.std(per_fold))
+    np.testing.assert_allclose(ensemble["fold_corloc"], ensemble_per_fold)
+    assert np.isclose(ensemble["cv_corloc"], np.mean(ensemble_per_fold))
 
-    # the best candidate, refitted on train + val
-    best = int(np.argmax([c["cv_corloc"] for c in candidates]))
-    assert summary["score"] == candidates[best]["cv_corloc"] and summary["n_fit_rows"] == len(rows)
-    saved = BoxRegressor.load(tmp_path / "regressor.npz")
-    assert saved.alpha == candidates[best]["alpha"] and saved.features == candidates[best]["features"]
-    assert saved.n_samples_seen_ == len(rows)
+    # the best candidate, here the ensemble (it beats its members on these photos), refitted on train + val: each
+    # member refitted alone, saved together
+    assert ensemble["cv_corloc"] > max(means)
+    assert summary["score"] == ensemble["cv_corloc"] and summary["n_fit_rows"] == len(rows)
+    assert summary["chosen"] == {"ensemble": ensemble["ensemble"], "members": ensemble["members"], "solver": "ridge"}
+    saved = load_box_model(tmp_path / "regressor.npz")
+    assert isinstance(saved, BoxEnsemble) and saved.n_samples_seen_ == len(rows)
+    assert saved.fitted_on_["ensemble"] == ensemble["members"] and saved.provenance_["model"] == "efficientnet_lite0"
+    refitted = [model_of(m).fit(X, y) for m in ensemble["members"]]
+    np.testing.assert_allclose(saved.predict(X), np.mean([m.predict(X) for m in refitted], axis=0), atol=1e-8)
 
 
 def test_fit_tries_a_prior_box_model_as_it_is_and_fine_tuned(demo_dataset, shard_stores, tmp_path) -> None:
@@ -321,10 +354,13 @@ def test_fit_tries_a_prior_box_model_as_it_is_and_fine_tuned(demo_dataset, shard
                   grid=grid, selection={"method": "cv", "folds": 3, "seed": 0},
                   prior={"model": str(tmp_path / "prior.npz"), "alpha": [1.0, 1e9]})
     summary = json.loads((tmp_path / "s.json").read_text())
-    candidates = summary["candidates"]
+    *candidates, ensemble = summary["candidates"]
     assert summary["prior"] == {"model": "prior.npz", "used": True}
     assert [(c["start"], c["alpha"]) for c in candidates] == [(None, 1e12), ("as is", 1.0), ("fine-tuned", 1.0),
                                                               ("fine-tuned", 1e9)]
+    means = [c["cv_corloc"] for c in candidates]
+    assert ensemble["ensemble"] == sorted(range(len(means)), key=lambda i: (-means[i], i))[:3]
+    assert [m["start"] for m in ensemble["members"]] == [candidates[i]["start"] for i in ensemble["ensemble"]]
     # as it is, the prior scores on each held-out fold what its own predictions give
     split = read_split(demo_dataset["split"])
     rows = manifest.reset_index()
@@ -347,6 +383,21 @@ def test_fit_tries_a_prior_box_model_as_it_is_and_fine_tuned(demo_dataset, shard
     else:
         assert saved.alpha == best["alpha"] and saved.n_samples_seen_ == len(rows)
 
+    # an ensemble with the prior among its members, refitted: the prior as it is, the others fitted towards it
+    from sensitivity.evaluation import labelled_rows
+    from sensitivity.pipeline.fit import Candidate, Ensemble, load_prior
+    from sensitivity.pipeline.rows import RowMaps
+
+    starting = load_prior({"model": str(tmp_path / "prior.npz"), "alpha": [1e9]}, provenance, True, 1280)
+    members = (Candidate(prior.get_params(), "as is"), Candidate(prior.get_params() | {"alpha": 1e9}, "fine-tuned"))
+    choice = labelled_rows(demo_dataset["manifest"], demo_dataset["split"])
+    choice = choice[choice["split"].isin({"train", "val"})]
+    refitted = Ensemble(members, (1, 3)).refit(RowMaps(stores, choice, 4, attention=True, embedding=True), starting)
+    assert isinstance(refitted, BoxEnsemble) and refitted.provenance_ == provenance
+    np.testing.assert_array_equal(refitted.members_[0].coef_, prior.coef_)
+    assert refitted.members_[1].alpha == 1e9 and refitted.members_[1].n_samples_seen_ == len(rows)
+    assert refitted.n_samples_seen_ == max(len(rows), len(image_ids))
+
 
 def test_fold_corloc_scores_each_fold_with_its_own_models_and_refuses_an_empty_fold() -> None:
     from sensitivity.pipeline.fit import fold_corloc
@@ -367,14 +418,43 @@ def test_fold_corloc_scores_each_fold_with_its_own_models_and_refuses_an_empty_f
         fold_corloc(models, blocks, pd.Series(0, index=rows.index), 0.5)
 
 
+def test_ensemble_candidate_averages_held_out_boxes_of_the_best_that_read_the_same_maps() -> None:
+    from sensitivity.pipeline.fit import Candidate, Ensemble, HeldOut, with_ensemble
+
+    rng = np.random.default_rng(1)
+    maps, targets = rng.random((6, 8, 8)), np.tile([0.2, 0.2, 0.6, 0.6], (6, 1))
+    stacked = BoxRegressor(pool=2).fit(np.stack([maps, maps], axis=1), targets)  # reads (map, attention) stacks
+    models = [BoxRegressor(pool=2, alpha=1.0).fit(maps, targets), stacked, BoxRegressor(pool=4).fit(maps, targets)]
+    candidates = [Candidate(m.get_params()) for m in models]
+    top_left, bottom_right = np.array([0.0, 0.0, 0.5, 0.5]), np.array([0.5, 0.5, 1.0, 1.0])
+    gt = [top_left[None], top_left[None], bottom_right[None], bottom_right[None]]
+    boxes = np.array([[top_left, top_left, bottom_right, bottom_right],     # all right
+                      [top_left, top_left, bottom_right, top_left],         # 3 of 4: second best, other maps
+                      [top_left, bottom_right, top_left, top_left]])        # 1 of 4
+    held = HeldOut(boxes, gt, np.array([0, 0, 1, 1]), 2)
+    fold_scores = held.fold_corloc(0.5)
+    np.testing.assert_allclose(fold_scores, [[1, 1], [1, 0.5], [0.5, 0]])
+
+    tried, scores = with_ensemble(candidates, fold_scores, held, models, 3, 0.5)
+    assert tried[:3] == candidates and tried[3] == Ensemble((candidates[0], candidates[2]), (0, 2))
+    mean = (boxes[0] + boxes[2]) / 2
+    hand = _hand_corloc(mean, gt) > 0.5
+    np.testing.assert_allclose(scores[:3], fold_scores)
+    np.testing.assert_allclose(scores[3], [hand[:2].mean(), hand[2:].mean()])
+    assert tried[3].of(models).members_ == [models[0], models[2]]
+    for size in (0, 2):  # none asked for; or the two best, of which only one reads these maps
+        assert len(with_ensemble(candidates[:2], fold_scores[:2], held, models[:2], size, 0.5)[0]) == 2
+
+
 def test_fit_with_shape_features_describes_map_and_attention(demo_dataset, shard_stores, tmp_path) -> None:
     grid = GRID | {"features": ["pooled", "shape"]}
     fit_regressor(demo_dataset["manifest"], demo_dataset["split"], [str(p) for p in shard_stores],
                   tmp_path / "regressor.npz", tmp_path / "summary.json", grid=grid)
-    candidates = json.loads((tmp_path / "summary.json").read_text())["candidates"]
+    *candidates, ensemble = json.loads((tmp_path / "summary.json").read_text())["candidates"]
     pooled = list(itertools.product(GRID["alpha"], GRID["pool"], GRID["normalize"], GRID["parameterisation"]))
     shape = list(itertools.product(GRID["alpha"], GRID["parameterisation"]))
     assert [c["features"] for c in candidates] == ["pooled"] * len(pooled) + ["shape"] * len(shape)
+    assert len(ensemble["ensemble"]) == 3
 
     # the shape candidates refitted by hand: standardised ridge on descriptors of (map, attention) stacks
     split = read_split(demo_dataset["split"])
@@ -478,6 +558,28 @@ def test_evaluate_table_equals_hand_recomputation(demo_dataset, shard_stores, fi
 # --- tables -----------------------------------------------------------------------------------------
 
 
+def test_box_model_note_names_one_model_or_the_members_of_an_ensemble(tmp_path) -> None:
+    from sensitivity.pipeline.evaluate import box_model_note
+
+    shape = {"features": "shape", "alpha": 10.0, "pool": None, "normalize": None, "target": "corners",
+             "embedding_components": 16, "start": None}
+    pooled = {"features": "pooled", "alpha": 0.1, "pool": 7, "normalize": "max", "target": "corners",
+              "embedding_components": 0, "start": "fine-tuned"}
+    summary = {"chosen_on": "5-fold cross-validation on train + val", "score": 0.625, "n_choice_rows": 80,
+               "prior": {"model": "prior.npz", "used": True}, "candidates": [shape, pooled, {}]}
+    path = tmp_path / "fit_summary.json"
+    path.write_text(json.dumps(summary | {"chosen": shape | {"solver": "ridge"}}))
+    assert box_model_note(path).startswith("Learned box: shape features, ridge, alpha 10, 16 embedding components; "
+                                           "chosen by 5-fold cross-validation on train + val among 3 candidates "
+                                           "(CorLoc 62.5 % on 80 images; fit_summary.json).")
+    path.write_text(json.dumps(summary | {"chosen": {"ensemble": [0, 1], "members": [shape, pooled],
+                                                     "solver": "ridge"}}))
+    assert box_model_note(path).startswith(
+        "Learned box: the average box of 2 ridge box models (shape features, alpha 10, 16 embedding components; "
+        "pooled features, alpha 0.1, pool 7, normalize max, the prior box model prior.npz fine-tuned (alpha: "
+        "penalty towards its weights)); chosen by 5-fold")
+
+
 def test_corloc_table_and_markdown_formatting() -> None:
     predictions = pd.DataFrame({
         "label": ["b", "a", "a", "b", "b"],
@@ -567,5 +669,6 @@ def test_seed_study_reruns_split_fit_and_evaluate_per_seed(demo_dataset, shard_s
         assert frame.loc[2, f"average_{method}"] == pytest.approx(values.mean())
         assert frame.loc[3, f"average_{method}"] == pytest.approx(values.std())
     assert frame.loc[0, "n_test"] == table.loc["All images", "n_images"]
+    assert frame.loc[0, "box_model"] == "ensemble"  # on this split the average of 3 wins: evaluated like one model
     assert pd.read_csv(tmp_path / "seeds.csv")["seed"].astype(str).tolist() == ["0", "3", "mean", "std"]
     assert (tmp_path / "seeds.md").read_text().startswith("## seeds\n\n| seed | n_test | box_model |")

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import clone
 
+from sensitivity.box_model import average_boxes
 from sensitivity.boxes import CentreBoxBaseline, heuristic_boxes
 from sensitivity.datasets import read_manifest, split_manifest
 from sensitivity.evaluation import Scores, prediction_columns, ranked, score_boxes
@@ -142,13 +143,15 @@ def choose_best(outcomes: Sequence[Outcome]) -> int:
 def ensemble(outcomes: Sequence[Outcome], k: int, val_rows: MapBank, test: MapBank, threshold: float,
              name: str) -> Outcome:
     """The average box of the ``k`` best outcomes (by val CorLoc, then val mean IoU), all reading maps of
-    the best one's target, so that the ensemble still needs one backward pass. ``val_rows`` are the rows
+    the best one's target, so that the ensemble still needs one backward pass: their boxes averaged as a
+    :class:`~sensitivity.box_model.BoxEnsemble` averages its members' (:func:`~sensitivity.box_model.average_boxes`;
+    the members here are any of the study's estimators, not only box regressors). ``val_rows`` are the rows
     of the outcomes' val scores (the val split, or train + val for cross-validated outcomes)."""
     order = ranked([o.val for o in outcomes])
     target = {v.split("_")[0] for v in outcomes[order[0]].map_variants}
     members = [outcomes[i] for i in order if {v.split("_")[0] for v in outcomes[i].map_variants} <= target][:k]
-    val_boxes = np.mean([o.val.boxes for o in members], axis=0)
-    test_boxes = np.mean([o.test.boxes for o in members], axis=0)
+    val_boxes = average_boxes([o.val.boxes for o in members])
+    test_boxes = average_boxes([o.test.boxes for o in members])
     return Outcome(name, "ensemble", {"members": [o.name for o in members]}, len(members),
                    score(val_boxes, val_rows, threshold), score(test_boxes, test, threshold),
                    f"average box of the {len(members)} best variants", tuple(sorted({v for o in members

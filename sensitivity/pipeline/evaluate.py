@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from sensitivity.box_model import BoxModel, load_box_model
 from sensitivity.boxes import DEFAULT_FRACTION, CentreBoxBaseline, heuristic_boxes
 from sensitivity.evaluation import ROW_COLUMNS, corloc_table, labelled_rows, prediction_columns
 from sensitivity.pipeline.classify import accuracy_note
 from sensitivity.pipeline.rows import RowMaps, own_maps
-from sensitivity.regress import BoxRegressor
 from sensitivity.tables import corloc_display, small_count_note, write_table
 
 METHODS = ("regression", "heuristic", "centre")
@@ -20,7 +20,7 @@ METHODS = ("regression", "heuristic", "centre")
 METHOD_NAMES = {"regression": "learned box", "heuristic": "heuristic box", "centre": "centre box"}
 
 
-def maps_note(regressor: BoxRegressor) -> str:
+def maps_note(regressor: BoxModel) -> str:
     """How the evaluated maps were made, from the box model's record of its training maps."""
     made = getattr(regressor, "provenance_", None)
     if not made:
@@ -33,20 +33,31 @@ def box_model_note(summary_path: str | Path) -> str:
     """Which learned box model the fit stage chose, on what, and among how many (from ``fit_summary.json``)."""
     summary = json.loads(Path(summary_path).read_text())
     chosen = summary["chosen"]
-    settings = [f"{chosen['features']} features", f"{chosen['solver']}", f"alpha {chosen['alpha']:g}"]
+    if "ensemble" in chosen:
+        members = "; ".join(", ".join(model_settings(m, summary)) for m in chosen["members"])
+        what = f"the average box of {len(chosen['members'])} {chosen['solver']} box models ({members})"
+    else:
+        settings = model_settings(chosen, summary)
+        what = ", ".join([settings[0], chosen["solver"], *settings[1:]])
+    return (f"Learned box: {what}; chosen by {summary['chosen_on']} among "
+            f"{len(summary['candidates'])} candidates (CorLoc {100 * summary['score']:.1f} % on "
+            f"{summary['n_choice_rows']} images; {Path(summary_path).name}). Heuristic box: the "
+            "paper's (smoothed map, top pixels); centre box: the mean training box, centred.")
+
+
+def model_settings(chosen: dict, summary: dict) -> list[str]:
+    """One box model's settings in words, from its entry in ``fit_summary.json``."""
+    settings = [f"{chosen['features']} features", f"alpha {chosen['alpha']:g}"]
     settings += [f"{key} {chosen[key]}" for key in ("pool", "normalize") if chosen.get(key) is not None]
     if chosen.get("embedding_components"):
         settings.append(f"{chosen['embedding_components']} embedding components")
     if chosen.get("start"):
         how = "as it is" if chosen["start"] == "as is" else "fine-tuned (alpha: penalty towards its weights)"
         settings.append(f"the prior box model {summary['prior']['model']} {how}")
-    return (f"Learned box: {', '.join(settings)}; chosen by {summary['chosen_on']} among "
-            f"{len(summary['candidates'])} candidates (CorLoc {100 * summary['score']:.1f} % on "
-            f"{summary['n_choice_rows']} images; {Path(summary_path).name}). Heuristic box: the "
-            "paper's (smoothed map, top pixels); centre box: the mean training box, centred.")
+    return settings
 
 
-def predict_test(rows: pd.DataFrame, stores: list[str], regressor: BoxRegressor, centre: CentreBoxBaseline,
+def predict_test(rows: pd.DataFrame, stores: list[str], regressor: BoxModel, centre: CentreBoxBaseline,
                  sigma: float, fraction: float, iou_threshold: float = 0.5, batch_size: int = 1024) -> pd.DataFrame:
     """One row per test (image, class): each method's box, its best IoU with the class's boxes and whether it
     is correct (IoU > ``iou_threshold``)."""
@@ -84,7 +95,7 @@ def evaluate(manifest_path: str | Path, split_path: str | Path, stores: list[str
     rows = labelled_rows(manifest_path, split_path)
     train = rows[rows["split"] == fit_split]
     centre = CentreBoxBaseline().fit(np.zeros(len(train)), np.stack(train["target_box"].to_numpy()))
-    regressor = BoxRegressor.load(model_path)
+    regressor = load_box_model(model_path)
     predictions = predict_test(rows[rows["split"] == "test"], stores, regressor, centre, sigma, fraction,
                                iou_threshold)
     predictions.to_csv(predictions_path, index=False, float_format="%.6g")

@@ -1,4 +1,8 @@
-"""Stage 4: fit the map → box regression, choosing the box model by cross-validation on train + val (or on val)."""
+"""Stage 4: fit the map → box regression, choosing the box model by cross-validation on train + val (or on val).
+
+The candidates are the grid's settings, the prior box model as it is and fine-tuned, and the average box of the
+best few of them (:class:`~sensitivity.box_model.BoxEnsemble`), scored on the same held-out boxes.
+"""
 
 from __future__ import annotations
 
@@ -15,8 +19,9 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
+from sensitivity.box_model import BoxEnsemble, BoxModel, average_boxes, load_box_model
 from sensitivity.boxes import correct_localizations
-from sensitivity.evaluation import choose, labelled_rows
+from sensitivity.evaluation import choose, labelled_rows, ranking
 from sensitivity.pipeline.rows import RowMaps
 from sensitivity.regress import BoxRegressor, check_provenance
 from sensitivity.store import map_provenance
@@ -30,6 +35,8 @@ DEFAULT_SELECTION = {"method": "cv", "folds": 5, "seed": 0}
 #: the one shipped with the package, with these penalties towards its weights (in rows: at 100, the prior
 #: weighs as much as 100 images).
 DEFAULT_PRIOR = {"model": "shipped", "alpha": [10.0, 100.0, 1000.0, 10000.0]}
+#: How many of the best candidates the ensemble candidate averages when the config does not say (0: none).
+DEFAULT_ENSEMBLE = 3
 
 
 @dataclass(frozen=True)
@@ -55,7 +62,11 @@ def load_prior(prior: dict | None, provenance: dict, attention: bool, n_embeddin
     from sensitivity.localize import DEFAULT_BOX_MODEL
 
     path = DEFAULT_BOX_MODEL if prior["model"] == "shipped" else Path(prior["model"])
-    model, name = BoxRegressor.load(path), path.name
+    model, name = load_box_model(path), path.name
+    if isinstance(model, BoxEnsemble):  # fine-tuning shrinks one model's weights
+        unused = f"{name}: an ensemble of {len(model.members_)} box models; a prior is one box model"
+        log.info("the prior box model is not a candidate: %s", unused)
+        return Prior(None, name, unused=unused)
     try:
         check_provenance(model, provenance, name)
         if model.n_channels_ > 1 and not attention:
@@ -75,15 +86,34 @@ class Candidate:
     params: dict
     start: str | None = None  # None, "as is" or "fine-tuned"
 
-    def refit(self, batches, prior: Prior | None) -> BoxRegressor:
-        """This candidate fitted on ``batches`` (the prior itself when taken as it is)."""
+    def refit(self, maps: RowMaps, prior: Prior | None) -> BoxRegressor:
+        """This candidate fitted on ``maps`` (the prior itself when taken as it is)."""
         if self.start == "as is":
             return copy.deepcopy(prior.model)
         towards = prior.model if self.start == "fine-tuned" else None
-        return BoxRegressor(**self.params).fit_alpha_path(batches, [self.params["alpha"]], towards=towards)[0]
+        return BoxRegressor(**self.params).fit_alpha_path(maps.boxes(), [self.params["alpha"]], towards=towards)[0]
 
     def settings(self) -> dict:
         return settings_of(self.params) | {"start": self.start}
+
+
+@dataclass(frozen=True)
+class Ensemble:
+    """The average box of other candidates: ``members``, the fit's candidates number ``indices``."""
+
+    members: tuple[Candidate, ...]
+    indices: tuple[int, ...]
+
+    def refit(self, maps: RowMaps, prior: Prior | None) -> BoxEnsemble:
+        """Every member refitted on ``maps`` (:meth:`Candidate.refit`), averaged."""
+        return BoxEnsemble.from_fitted([member.refit(maps, prior) for member in self.members])
+
+    def of(self, models: list[BoxRegressor]) -> BoxEnsemble:
+        """The ensemble of the members' fitted ``models`` (one per candidate, in candidate order)."""
+        return BoxEnsemble.from_fitted([models[i] for i in self.indices])
+
+    def settings(self) -> dict:
+        return {"ensemble": list(self.indices), "members": [member.settings() for member in self.members]}
 
 
 def candidate_settings(grid: dict, embedding: bool = False) -> list[dict]:
@@ -147,11 +177,11 @@ def prior_candidates(prior: Prior | None, fit_path) -> tuple[list[Candidate], li
 
 
 def cross_validated_corloc(grid: dict, stores: list[str], rows: pd.DataFrame, attention: bool, embedding: bool,
-                           threshold: float, folds: int, seed: int, batch_size: int,
-                           prior: Prior | None = None) -> tuple[list[Candidate], np.ndarray]:
-    """Every (ridge) candidate fitted on all folds but one and scored on that one: the candidates and their
-    CorLoc per fold (candidates, folds). Two passes over the maps per feature setting, whatever the number
-    of folds: one accumulates each fold's normal equations, one scores."""
+                           folds: int, seed: int, batch_size: int, prior: Prior | None = None
+                           ) -> tuple[list[Candidate], list[list[BoxRegressor]], HeldOut]:
+    """Every (ridge) candidate fitted on all folds but one, and its boxes on that one: the candidates, their models
+    per fold (``[fold][candidate]``) and their held-out boxes. Two passes over the maps per feature setting,
+    whatever the number of folds: one accumulates each fold's normal equations, one predicts."""
     fold = pd.Series(image_folds(rows, folds, seed), index=rows.index)
     maps = RowMaps(stores, rows, batch_size, attention, embedding)
 
@@ -170,37 +200,95 @@ def cross_validated_corloc(grid: dict, stores: list[str], rows: pd.DataFrame, at
         prior, lambda base, alphas, towards: base.fit_alpha_path_folds(with_folds(), alphas, folds, towards=towards))
     for k, models in enumerate(more_per_fold):
         per_fold[k] += models
-    return candidates + more, fold_corloc(per_fold, maps, fold, threshold)
+    return candidates + more, per_fold, held_out(per_fold, maps, fold)
 
 
-def fold_corloc(per_fold: list[list[BoxRegressor]], maps: RowMaps, fold: pd.Series, threshold: float) -> np.ndarray:
-    """CorLoc (candidates, folds) of each fold's candidates on the rows of that fold (``fold``, by row label),
-    from one pass over the maps (features computed once per feature setting). Choosing on val is one fold."""
+@dataclass(frozen=True)
+class HeldOut:
+    """Each candidate's boxes on held-out rows, ``boxes`` (candidates, rows, 4): a row's by the candidate's model of
+    the row's ``fold`` (rows,); with the rows' ground-truth boxes ``gt``."""
+
+    boxes: np.ndarray
+    gt: list[np.ndarray]
+    fold: np.ndarray
+    n_folds: int
+
+    def corloc(self, boxes: np.ndarray, threshold: float) -> np.ndarray:
+        """CorLoc (folds,) of ``boxes`` (rows, 4) on each fold's rows."""
+        correct = correct_localizations(boxes, self.gt, threshold)
+        return (np.bincount(self.fold, weights=correct, minlength=self.n_folds)
+                / np.bincount(self.fold, minlength=self.n_folds))
+
+    def fold_corloc(self, threshold: float) -> np.ndarray:
+        """CorLoc (candidates, folds) of every candidate."""
+        return np.stack([self.corloc(boxes, threshold) for boxes in self.boxes])
+
+
+def held_out(per_fold: list[list[BoxRegressor]], maps: RowMaps, fold: pd.Series) -> HeldOut:
+    """The boxes of each fold's candidates (``per_fold[fold][candidate]``) on the rows of that fold (``fold``, by
+    row label), from one pass over the maps (features computed once per feature setting). Memory: 32 bytes per
+    candidate and row. Choosing on val is one fold."""
     n_folds = len(per_fold)
-    correct, count = np.zeros((len(per_fold[0]), n_folds)), np.zeros(n_folds)
+    boxes, gt, folds = [], [], []
     for block, block_maps in maps:
         block_fold = fold.loc[block.index].to_numpy()
-        gt = list(block["gt"])
+        block_boxes = np.empty((len(per_fold[0]), len(block), 4))
         features: dict[tuple, np.ndarray] = {}
         for c, model in enumerate(per_fold[0]):
             key = model.feature_settings()
             if key not in features:
                 features[key] = model.transform_features(block_maps)
             for k in np.unique(block_fold):
-                held_out = np.flatnonzero(block_fold == k)
-                boxes = per_fold[k][c].predict_features(features[key][held_out])
-                correct[c, k] += correct_localizations(boxes, [gt[i] for i in held_out], threshold).sum()
-        count += np.bincount(block_fold, minlength=n_folds)
+                rows = np.flatnonzero(block_fold == k)
+                block_boxes[c, rows] = per_fold[k][c].predict_features(features[key][rows])
+        boxes.append(block_boxes)
+        gt += list(block["gt"])
+        folds.append(block_fold)
+    fold_of_row = np.concatenate(folds) if folds else np.empty(0, dtype=np.int64)
+    count = np.bincount(fold_of_row, minlength=n_folds)
     if not count.all():
         raise ValueError(f"fold {int(np.argmin(count))} has no image with a map; cannot choose the box model")
-    return correct / count
+    return HeldOut(np.concatenate(boxes, axis=1), gt, fold_of_row, n_folds)
+
+
+def fold_corloc(per_fold: list[list[BoxRegressor]], maps: RowMaps, fold: pd.Series, threshold: float) -> np.ndarray:
+    """CorLoc (candidates, folds) of each fold's candidates on the rows of that fold: :func:`held_out`'s boxes
+    scored."""
+    return held_out(per_fold, maps, fold).fold_corloc(threshold)
+
+
+def with_ensemble(candidates: list[Candidate], fold_scores: np.ndarray, held: HeldOut, models: list[BoxRegressor],
+                  size: int, threshold: float) -> tuple[list[Candidate | Ensemble], np.ndarray]:
+    """The candidates and their CorLoc per fold (candidates, folds), then the average box of the ``size`` best by
+    mean CorLoc (ties: the earlier) that read the same maps (``models``: a fitted model per candidate), scored on
+    the same held-out boxes: each fold's by that fold's members, nothing refitted. No ensemble for ``size`` 0, or
+    when fewer than two candidates can make one."""
+    if size < 2:
+        return candidates, fold_scores
+    members: list[int] = []
+    for c in ranking(fold_scores.mean(axis=1)):
+        try:
+            BoxEnsemble.from_fitted([models[i] for i in [*members, c]])
+        except ValueError as error:
+            log.info("the ensemble leaves out candidate %d: %s", c, error)
+            continue
+        members.append(c)
+        if len(members) == size:
+            break
+    if len(members) < 2:
+        return candidates, fold_scores
+    ensemble = Ensemble(tuple(candidates[i] for i in members), tuple(members))
+    scores = held.corloc(average_boxes(held.boxes[members]), threshold)
+    log.info("the ensemble of candidates %s: CorLoc %.1f %%", members, 100 * scores.mean())
+    return [*candidates, ensemble], np.vstack([fold_scores, scores])
 
 
 def fit_regressor(manifest_path: str | Path, split_path: str | Path, stores: list[str], model_path: str | Path,
                   summary_path: str | Path, grid: dict, solver: str = "ridge", sgd: dict | None = None,
                   iou_threshold: float = 0.5, batch_size: int = 1024, train_split: str = "train",
-                  val_split: str = "val", selection: dict | None = None, prior: dict | None = None) -> BoxRegressor:
-    """Choose the box model among the grid's candidates and the prior's, save it and a summary.
+                  val_split: str = "val", selection: dict | None = None, prior: dict | None = None,
+                  ensemble: int = DEFAULT_ENSEMBLE) -> BoxModel:
+    """Choose the box model among the grid's candidates, the prior's and their ensemble; save it and a summary.
 
     ``selection`` ``{"method": "cv", "folds": K, "seed": S}`` (the default) scores every candidate by K-fold
     cross-validation on train + val (folds grouped by image, stratified by class) and refits the best on
@@ -208,11 +296,15 @@ def fit_regressor(manifest_path: str | Path, split_path: str | Path, stores: lis
     ``prior`` ``{"model": "shipped" | path | None, "alpha": [...]}`` (default :data:`DEFAULT_PRIOR`) adds a
     fitted box model as a candidate as it is and fine-tuned (ridge shrunk towards its weights), where its maps
     are the stores' maps. ``train_split`` / ``val_split`` name the splits: ``"test"`` for both is the
-    ``fit_on_test`` plumbing mode of test-only samples (the summary records it).
+    ``fit_on_test`` plumbing mode of test-only samples (the summary records it). ``ensemble`` (0: none) adds the
+    average box of that many of the best candidates (:func:`with_ensemble`), scored as they are; when it wins, each
+    member is refitted as it would be alone.
     """
     selection = DEFAULT_SELECTION | (selection or {})
     if selection["method"] not in ("cv", "val"):
         raise ValueError(f"regression.selection.method must be 'cv' or 'val', got {selection['method']!r}")
+    if ensemble == 1 or ensemble < 0:
+        raise ValueError(f"regression.ensemble must be 0 (none) or at least 2 candidates, got {ensemble}")
     rows = labelled_rows(manifest_path, split_path)
     if not (rows["split"] == train_split).any():
         raise ValueError(f"{split_path}: the {train_split} split has no image; cannot fit a box model")
@@ -229,11 +321,13 @@ def fit_regressor(manifest_path: str | Path, split_path: str | Path, stores: lis
         if solver != "ridge":
             raise ValueError("regression.selection.method 'cv' needs regression.solver 'ridge' (SGD fits are too slow "
                              "to repeat per fold); choose on val with selection.method 'val'")
-        candidates, fold_scores = cross_validated_corloc(grid, stores, choice_rows, attention, embedding, iou_threshold,
-                                                         selection["folds"], selection["seed"], batch_size, starting)
+        candidates, per_fold, held = cross_validated_corloc(grid, stores, choice_rows, attention, embedding,
+                                                            selection["folds"], selection["seed"], batch_size, starting)
+        candidates, fold_scores = with_ensemble(candidates, held.fold_corloc(iou_threshold), held, per_fold[0],
+                                                ensemble, iou_threshold)
         scores = fold_scores.mean(axis=1)
         chosen = candidates[choose(scores)]
-        best = chosen.refit(RowMaps(stores, choice_rows, batch_size, attention, embedding).boxes(), starting)
+        best = chosen.refit(RowMaps(stores, choice_rows, batch_size, attention, embedding), starting)
         chosen_on = f"{selection['folds']}-fold cross-validation on {' + '.join(dict.fromkeys([train_split, val_split]))}"
         tried = [c.settings() | {"cv_corloc": float(m), "cv_corloc_std": float(f.std()), "fold_corloc":
                                 [float(x) for x in f]} for c, m, f in zip(candidates, scores, fold_scores)]
@@ -247,9 +341,13 @@ def fit_regressor(manifest_path: str | Path, split_path: str | Path, stores: lis
             starting, lambda base, alphas, towards: [base.fit_alpha_path(train.boxes(), alphas, towards=towards)])
         candidates, models = candidates + more, models + (more_models[0] if more_models else [])
         val_rows = rows[rows["split"] == val_split]
-        scores = fold_corloc([models], RowMaps(stores, val_rows, batch_size, attention, embedding),
-                             pd.Series(0, index=val_rows.index), iou_threshold)[:, 0]
-        chosen, best = candidates[choose(scores)], models[choose(scores)]
+        held = held_out([models], RowMaps(stores, val_rows, batch_size, attention, embedding),
+                        pd.Series(0, index=val_rows.index))
+        candidates, val_scores = with_ensemble(candidates, held.fold_corloc(iou_threshold), held, models, ensemble,
+                                               iou_threshold)
+        scores = val_scores[:, 0]
+        chosen = candidates[choose(scores)]
+        best = chosen.of(models) if isinstance(chosen, Ensemble) else models[choose(scores)]
         chosen_on = val_split
         tried = [c.settings() | {"val_corloc": float(s)} for c, s in zip(candidates, scores)]
         n_choice_rows, fitted_on = int((rows["split"] == val_split).sum()), [train_split]
@@ -257,8 +355,12 @@ def fit_regressor(manifest_path: str | Path, split_path: str | Path, stores: lis
     best.provenance_ = provenance
     best.fitted_on_ = {"dataset": Path(manifest_path).parent.name, "splits": fitted_on, "n_images": n_images,
                        "selection": chosen_on, "score": float(scores.max())}
-    if chosen.start is not None:
-        best.fitted_on_["start"] = {"model": starting.name, "how": chosen.start,
+    members = chosen.members if isinstance(chosen, Ensemble) else (chosen,)
+    if isinstance(chosen, Ensemble):
+        best.fitted_on_["ensemble"] = [member.settings() for member in members]
+    if any(member.start for member in members):
+        how = [member.start for member in members] if isinstance(chosen, Ensemble) else chosen.start
+        best.fitted_on_["start"] = {"model": starting.name, "how": how,
                                     "fitted_on": getattr(starting.model, "fitted_on_", None)}
     summary = {
         "chosen": chosen.settings() | {"solver": solver},

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from sensitivity.box_model import BoxModel, load_box_model
 from sensitivity.boxes import DEFAULT_FRACTION, DEFAULT_SIGMA, CentreBoxBaseline, heuristic_boxes
 from sensitivity.evaluation import average_corloc, labelled_rows, prediction_columns
 from sensitivity.map_methods import list_map_methods
@@ -41,7 +42,7 @@ from sensitivity.metrics import (
 )
 from sensitivity.pipeline.classify import row_correctness
 from sensitivity.pipeline.rows import RowMaps, own_maps
-from sensitivity.regress import BoxRegressor, check_provenance
+from sensitivity.regress import check_provenance
 from sensitivity.store import map_provenance
 from sensitivity.tables import read_published, to_markdown
 
@@ -66,7 +67,7 @@ def choose_on(stores: Sequence[str | Path], rows: pd.DataFrame, thresholds: np.n
     return {"maxboxacc": chosen, "box": single[GT_KNOWN_LEVEL]}
 
 
-def predict_rows(stores: Sequence[str | Path], rows: pd.DataFrame, regressor: BoxRegressor, threshold: float,
+def predict_rows(stores: Sequence[str | Path], rows: pd.DataFrame, regressor: BoxModel, threshold: float,
                  thresholds: np.ndarray, sigma: float, fraction: float,
                  batch_size: int = 1024) -> tuple[pd.DataFrame, np.ndarray, dict[str, float]]:
     """Each box method's box and best IoU per row; the all-contour best IoUs (n, T) for MaxBoxAccV2; and the
@@ -113,7 +114,7 @@ def score_method(manifest_path: str | Path, split_path: str | Path, stores: Sequ
     split τ and the box model were chosen on."""
     taus = np.arange(thresholds) / thresholds
     levels = [int(level) for level in iou_levels]
-    regressor = BoxRegressor.load(model_path)
+    regressor = load_box_model(model_path)
     check_provenance(regressor, map_provenance(stores), str(model_path))
     rows = labelled_rows(manifest_path, split_path)
     chosen = choose_on(stores, rows[rows["split"] == val_split], taus, levels)

@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from sensitivity.box_model import BoxModel
 from sensitivity.evaluation import ALL, AVERAGE
 from sensitivity.pipeline.evaluate import METHODS, evaluate
-from sensitivity.pipeline.fit import fit_regressor
+from sensitivity.pipeline.fit import DEFAULT_ENSEMBLE, fit_regressor
 from sensitivity.pipeline.methods import centre_scores, in_method_order, score_method
 from sensitivity.pipeline.split import make_split
 from sensitivity.regress import BoxRegressor
@@ -20,12 +21,13 @@ from sensitivity.tables import to_markdown
 
 
 def refit(manifest_path: str | Path, split_path: Path, stores: Sequence[str | Path], stem: Path, regression: dict,
-          evaluation: dict) -> BoxRegressor:
+          evaluation: dict) -> BoxModel:
     """The fit stage on another split: ``<stem>.npz`` and its summary ``<stem>.json``."""
     return fit_regressor(manifest_path, split_path, list(stores), stem.with_suffix(".npz"), stem.with_suffix(".json"),
                          grid=regression["grid"], solver=regression["solver"],
                          sgd=regression["sgd"] if regression["solver"] == "sgd" else None,
-                         iou_threshold=evaluation["iou_threshold"], selection=regression.get("selection"), prior=regression.get("prior"))
+                         iou_threshold=evaluation["iou_threshold"], selection=regression.get("selection"),
+                         prior=regression.get("prior"), ensemble=regression.get("ensemble", DEFAULT_ENSEMBLE))
 
 
 def seed_splits(manifest_path: str | Path, fractions: Sequence[float], seeds: Sequence[int]) -> Iterator[tuple[int, Path]]:
@@ -51,7 +53,8 @@ def seed_study(manifest_path: str | Path, stores: Sequence[str | Path], fraction
                          folder / "predictions.csv", folder / "corloc.csv", folder / "corloc.md",
                          sigma=heuristic["sigma"], fraction=heuristic["fraction"],
                          iou_threshold=evaluation["iou_threshold"]).set_index("class")
-        row = {"seed": str(seed), "n_test": int(table.loc[ALL, "n_images"]), "box_model": model.features}
+        kind = model.features if isinstance(model, BoxRegressor) else "ensemble"
+        row = {"seed": str(seed), "n_test": int(table.loc[ALL, "n_images"]), "box_model": kind}
         for method in METHODS:
             row[f"average_{method}"] = table.loc[AVERAGE, f"corloc_{method}"]
             row[f"all_{method}"] = table.loc[ALL, f"corloc_{method}"]

@@ -12,7 +12,7 @@ rule evaluate:
         skipped="results/{dataset}_skipped.csv",
         classifier=classifier_table,
         code=code("pipeline/evaluate.py", "tables.py", "pipeline/rows.py", "evaluation.py", "pipeline/classify.py",
-                  "boxes.py", "metrics.py"),
+                  "boxes.py", "metrics.py", "box_model.py", "regress.py"),
     output:
         predictions="results/{dataset}_predictions.csv",
         table="results/{dataset}_corloc.csv",
@@ -37,8 +37,8 @@ rule split_seeds:
         manifest="results/{dataset}/manifest.csv",
         maps=map_stores,
         code=code("pipeline/seeds.py", "pipeline/split.py", "pipeline/fit.py", "pipeline/evaluate.py",
-                  "pipeline/methods.py", "pipeline/rows.py", "evaluation.py", "tables.py", "regress.py", "shape.py",
-                  "boxes.py", "metrics.py"),
+                  "pipeline/methods.py", "pipeline/rows.py", "evaluation.py", "tables.py", "box_model.py", "regress.py",
+                  "shape.py", "boxes.py", "metrics.py"),
         prior=prior_box_model,
     output:
         table="results/{dataset}_seeds.csv",

@@ -29,7 +29,7 @@ rule method_scores:
         model=lambda wc: f"results/{method_dataset(wc)}/regressor.npz",
         synset_mapping=lambda wc: dataset(wc.dataset)["synset_mapping"] or [],
         code=code("pipeline/methods.py", "metrics.py", "pipeline/rows.py", "evaluation.py", "pipeline/classify.py",
-                  "tables.py", "boxes.py", "regress.py", "shape.py", "store.py"),
+                  "tables.py", "boxes.py", "box_model.py", "regress.py", "shape.py", "store.py"),
     output:
         scores="results/{dataset}/methods/{method}.csv",
         predictions="results/{dataset}/methods/{method}_predictions.csv",
@@ -105,8 +105,8 @@ rule methods_seeds:
         manifest="results/{dataset}/manifest.csv",
         synset_mapping=lambda wc: dataset(wc.dataset)["synset_mapping"] or [],
         code=code("pipeline/seeds.py", "pipeline/methods.py", "pipeline/fit.py", "pipeline/split.py", "metrics.py",
-                  "pipeline/rows.py", "evaluation.py", "pipeline/classify.py", "tables.py", "boxes.py", "regress.py",
-                  "shape.py", "store.py"),
+                  "pipeline/rows.py", "evaluation.py", "pipeline/classify.py", "tables.py", "boxes.py", "box_model.py",
+                  "regress.py", "shape.py", "store.py"),
     output:
         table="results/{dataset}_methods_seeds.csv",
         markdown="results/{dataset}_methods_seeds.md",

@@ -45,8 +45,8 @@ rule paper_analysis:
     input:
         unpack(paper_maps),
         manifest="results/{dataset}/manifest.csv",
-        code=code("paper/bank.py", "paper/variants.py", "paper/experiments.py", "evaluation.py", "regress.py",
-                  "boxes.py"),
+        code=code("paper/bank.py", "paper/variants.py", "paper/experiments.py", "evaluation.py", "box_model.py",
+                  "regress.py", "boxes.py"),
     output:
         variants="results/paper/{dataset}/analysis/variants.csv",
         seeds="results/paper/{dataset}/analysis/seeds.csv",

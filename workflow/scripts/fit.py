@@ -1,4 +1,4 @@
-"""Adapter for rule fit_regressor: train/val maps → chosen BoxRegressor + summary."""
+"""Adapter for rule fit_regressor: train/val maps → chosen box model + summary."""
 from sensitivity.pipeline.logs import log_to
 
 log_to(snakemake.log[0])
@@ -19,4 +19,5 @@ fit_regressor(
     val_split=snakemake.params.fit_on["val"],
     selection=r["selection"],
     prior=r["prior"],
+    ensemble=r["ensemble"],
 )
