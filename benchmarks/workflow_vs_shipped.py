@@ -64,8 +64,10 @@ def main() -> None:
         what = "ensemble" if "ensemble" in chosen else f"{chosen.get('start') or 'grid'}, alpha {chosen['alpha']:g}"
         print(f"| {seed} | {what} ({100 * summary['score']:.1f}) | {pair[0]:.1f} | {pair[1]:.1f} |", flush=True)
     own, default = np.array(scores).T
-    print(f"| mean ± std | | {own.mean():.1f} ± {own.std(ddof=1):.1f} | {default.mean():.1f} ± {default.std(ddof=1):.1f} |")
-    print(f"paired difference: {np.mean(own - default):+.1f} ± {np.std(own - default, ddof=1):.1f} points")
+    if len(scores) > 1:
+        print(f"| mean ± std | | {own.mean():.1f} ± {own.std(ddof=1):.1f} | {default.mean():.1f} ± "
+              f"{default.std(ddof=1):.1f} |")
+        print(f"paired difference: {np.mean(own - default):+.1f} ± {np.std(own - default, ddof=1):.1f} points")
 
 
 if __name__ == "__main__":
