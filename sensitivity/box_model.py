@@ -17,12 +17,12 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike
 from sklearn.base import BaseEstimator, RegressorMixin, clone
-from sklearn.utils import Tags
 from sklearn.utils.validation import check_is_fitted
 
 from sensitivity import __version__
 from sensitivity.regress import (
     ABOUT_BOX_MODELS,
+    BoxModelTags,
     BoxRegressor,
     MapStack,
     _as_array,
@@ -44,7 +44,7 @@ def average_boxes(boxes: Sequence[np.ndarray]) -> np.ndarray:
     return decode_boxes(np.mean(np.stack([np.asarray(b, dtype=np.float64) for b in boxes]), axis=0), "corners")
 
 
-class BoxEnsemble(RegressorMixin, BaseEstimator):
+class BoxEnsemble(BoxModelTags, RegressorMixin, BaseEstimator):
     """The mean box of several :class:`~sensitivity.regress.BoxRegressor` (corners averaged, then clipped and
     ordered): to ``sensitivity localize`` and the evaluation, a box model like one of them.
 
@@ -67,13 +67,6 @@ class BoxEnsemble(RegressorMixin, BaseEstimator):
 
     def __init__(self, members: Sequence[BoxRegressor] = ()) -> None:
         self.members = members
-
-    def __sklearn_tags__(self) -> Tags:
-        tags = super().__sklearn_tags__()
-        tags.input_tags.three_d_array = True
-        tags.target_tags.multi_output = True
-        tags.target_tags.single_output = False
-        return tags
 
     def fit(self, X: ArrayLike | torch.Tensor | MapStack, y: ArrayLike) -> BoxEnsemble:
         """Fit a clone of every member on maps ``X`` and boxes ``y`` (N, 4)."""

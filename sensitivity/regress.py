@@ -395,7 +395,18 @@ class _PreparedBatches:
                    encode_boxes(y_arr, self.target))
 
 
-class BoxRegressor(RegressorMixin, BaseEstimator):
+class BoxModelTags:
+    """scikit-learn tags shared by box models: map stacks (N, C, H, W) in, four box coordinates out."""
+
+    def __sklearn_tags__(self) -> Tags:
+        tags = super().__sklearn_tags__()
+        tags.input_tags.three_d_array = True
+        tags.target_tags.multi_output = True
+        tags.target_tags.single_output = False
+        return tags
+
+
+class BoxRegressor(BoxModelTags, RegressorMixin, BaseEstimator):
     """Linear map from (pooled, normalised) sensitivity maps, or from their shape descriptors, to boxes.
 
     Parameters
@@ -464,13 +475,6 @@ class BoxRegressor(RegressorMixin, BaseEstimator):
         self.device = device
         self.random_state = random_state
         self.embedding_components = embedding_components
-
-    def __sklearn_tags__(self) -> Tags:
-        tags = super().__sklearn_tags__()
-        tags.input_tags.three_d_array = True
-        tags.target_tags.multi_output = True
-        tags.target_tags.single_output = False
-        return tags
 
     def _validate_params(self) -> None:
         choices = {"solver": SOLVERS, "normalize": NORMALIZATIONS, "target": TARGETS, "features": FEATURES}
