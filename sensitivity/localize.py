@@ -28,6 +28,7 @@ import torch
 from PIL import Image
 
 from sensitivity.box_model import BoxModel, load_box_model
+from sensitivity.box_models import SHIPPED_BOX_MODEL
 from sensitivity.boxes import DEFAULT_FRACTION, DEFAULT_SIGMA, heuristic_box, to_pixels
 from sensitivity.images import MAX_PIXELS, ImageReadError, image_size, read_image
 from sensitivity.map_methods import compute_maps, method_settings
@@ -54,9 +55,8 @@ UNRECORDED_METHOD = "gradient"
 DEFAULT_THRESHOLDS = {"gradient": 0.08, "input_x_gradient": 0.05, "smoothgrad": 0.19, "integrated_gradients": 0.06,
                       "guided_backprop": 0.05, "gradcam": 0.29, "cam": 0.27}
 
-#: The box model shipped with the package, which ``sensitivity localize`` applies by default: fitted by the
-#: workflow on the 910 ImageNet val photos of the shared sample (``make box-model``, configs/box_model.yaml).
-DEFAULT_BOX_MODEL = Path(__file__).parent / "box_models" / "imagenet_efficientnet_lite0.npz"
+#: The box model ``sensitivity localize`` applies by default: the one shipped with the package.
+DEFAULT_BOX_MODEL = SHIPPED_BOX_MODEL
 
 
 #: The shipped box model's name in errors and notes.

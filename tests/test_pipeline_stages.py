@@ -383,6 +383,17 @@ def test_fit_tries_a_prior_box_model_as_it_is_and_fine_tuned(demo_dataset, shard
     else:
         assert saved.alpha == best["alpha"] and saved.n_samples_seen_ == len(rows)
 
+    # chosen on val, the prior as it is (it has seen these images) is saved as a copy with its own record of
+    # where it started (none: this prior was not fitted by the fit stage), not a record of itself
+    fit_regressor(demo_dataset["manifest"], demo_dataset["split"], stores, tmp_path / "v.npz", tmp_path / "v.json",
+                  grid=grid, selection={"method": "val"}, prior={"model": str(tmp_path / "prior.npz"), "alpha": [1e9]},
+                  ensemble=0)
+    on_val = json.loads((tmp_path / "v.json").read_text())
+    assert on_val["chosen"]["start"] == "as is", on_val["candidates"]
+    saved = BoxRegressor.load(tmp_path / "v.npz")
+    assert saved.fitted_on_["start"] == {"model": "prior.npz", "how": "as is", "fitted_on": None}
+    np.testing.assert_array_equal(saved.coef_, prior.coef_)
+
     # an ensemble with the prior among its members, refitted: the prior as it is, the others fitted towards it
     from sensitivity.evaluation import labelled_rows
     from sensitivity.pipeline.fit import Candidate, Ensemble, load_prior

@@ -20,6 +20,7 @@ import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
 from sensitivity.box_model import BoxEnsemble, BoxModel, average_boxes, load_box_model
+from sensitivity.box_models import SHIPPED_BOX_MODEL
 from sensitivity.boxes import correct_localizations
 from sensitivity.evaluation import choose, labelled_rows, ranking
 from sensitivity.pipeline.rows import RowMaps
@@ -59,9 +60,7 @@ def load_prior(prior: dict | None, provenance: dict, attention: bool, n_embeddin
     prior = DEFAULT_PRIOR | (prior or {})
     if prior["model"] is None:
         return None
-    from sensitivity.localize import DEFAULT_BOX_MODEL
-
-    path = DEFAULT_BOX_MODEL if prior["model"] == "shipped" else Path(prior["model"])
+    path = SHIPPED_BOX_MODEL if prior["model"] == "shipped" else Path(prior["model"])
     model, name = load_box_model(path), path.name
     if isinstance(model, BoxEnsemble):  # fine-tuning shrinks one model's weights
         unused = f"{name}: an ensemble of {len(model.members_)} box models; a prior is one box model"
@@ -346,8 +345,10 @@ def fit_regressor(manifest_path: str | Path, split_path: str | Path, stores: lis
         candidates, val_scores = with_ensemble(candidates, held.fold_corloc(iou_threshold), held, models, ensemble,
                                                iou_threshold)
         scores = val_scores[:, 0]
-        chosen = candidates[choose(scores)]
-        best = chosen.of(models) if isinstance(chosen, Ensemble) else models[choose(scores)]
+        index = choose(scores)
+        chosen = candidates[index]
+        # a copy: the prior taken as it is must not become the file's own record of what it started from
+        best = copy.deepcopy(chosen.of(models) if isinstance(chosen, Ensemble) else models[index])
         chosen_on = val_split
         tried = [c.settings() | {"val_corloc": float(s)} for c, s in zip(candidates, scores)]
         n_choice_rows, fitted_on = int((rows["split"] == val_split).sum()), [train_split]

@@ -6,6 +6,7 @@ from jsonschema import ValidationError
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from sensitivity.box_models import SHIPPED_BOX_MODEL
 from sensitivity.pipeline.config_errors import describe_validation_error, missing_inputs
 
 
@@ -187,7 +188,7 @@ def prior_box_model(wildcards):
     if model is None:
         return []
     if model == "shipped":
-        return code("box_models/imagenet_efficientnet_lite0.npz")
+        return code(f"box_models/{SHIPPED_BOX_MODEL.name}")
     return [model]
 
 
