@@ -3,7 +3,7 @@
 Every method turns a batch of preprocessed images (N, 3, H, W) into one map per image at the input
 resolution (N, H, W), float32, for the class target (a class score: the predicted class or a given one)
 or the Gestalt Total, and returns it as a :class:`~sensitivity.maps.Sensitivity` with the class used, the
-logits and, where asked, the target's Grad-CAM map (the second channel of the shape box model).
+logits and, where asked, the class's Grad-CAM map (the second channel of the shape box model).
 
 | name | map | passes (N images) |
 |---|---|---|
@@ -48,6 +48,8 @@ from sensitivity.maps import (
     _at_least_float32,
     _autocast,
     aggregate_channels,
+    chosen_classes,
+    class_attention,
     grad_cam,
     input_gradient,
     pooled_activations,
@@ -126,7 +128,7 @@ def compute_maps(
     with_attention: bool = False,
 ) -> Sensitivity:
     """Maps (N, H, W) float32 of ``method`` for a batch (N, 3, H, W), with the class used (class target) and
-    the logits; ``with_attention`` adds the target's Grad-CAM map (N, h, w) where the method is not itself
+    the logits; ``with_attention`` adds the class's Grad-CAM map (N, h, w), for either target, where the method is not itself
     a map of the last conv block (``gradcam``, ``cam``: None)."""
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; expected one of {TARGETS}")
@@ -155,12 +157,14 @@ def _layout(model: LoadedModel | nn.Module, images: torch.Tensor) -> torch.Tenso
 
 @dataclass
 class _CleanPass:
-    """The last conv block's activations A of the clean images, the class used, the logits and Grad-CAM."""
+    """The last conv block's activations A of the clean images, the class used, the logits, the class's Grad-CAM
+    map (the attention channel) and the target's Grad-CAM map (the ``gradcam`` method's map), where asked."""
 
     activations: torch.Tensor
     classes: torch.Tensor | None
     logits: torch.Tensor
     attention: torch.Tensor | None
+    target_cam: torch.Tensor | None = None
 
     @property
     def embedding(self) -> torch.Tensor:
@@ -168,27 +172,22 @@ class _CleanPass:
 
 
 def _clean_pass(network: nn.Module, images: torch.Tensor, target: Target, classes: torch.Tensor | None,
-                amp_dtype: torch.dtype | None, with_attention: bool) -> _CleanPass:
-    """One forward pass without gradients through ``features``; then the head (and, for Grad-CAM, its
+                amp_dtype: torch.dtype | None, with_attention: bool, target_cam: bool = False) -> _CleanPass:
+    """One forward pass without gradients through ``features``; then the head (and, for Grad-CAM maps, its
     backward to A only, so never through the convolutions)."""
     with torch.no_grad(), _autocast(images.device, amp_dtype):
         activations = network.features(images)
-    leaf = activations.detach().requires_grad_(with_attention)
-    with torch.enable_grad() if with_attention else torch.no_grad(), _autocast(images.device, amp_dtype):
-        logits = _at_least_float32(network.head(leaf))
-        chosen = None
-        if target == "class":
-            chosen = logits.argmax(dim=1) if classes is None else torch.as_tensor(classes, device=logits.device).long()
-            if chosen.shape != (len(images),):
-                raise ValueError(f"classes must have shape ({len(images)},), got {tuple(chosen.shape)}")
-            objective = logits.gather(1, chosen[:, None]).sum()
-        else:
-            objective = _at_least_float32(leaf).mean(dim=(1, 2, 3)).sum()
-    attention = None
-    if with_attention:
-        (gradient,) = torch.autograd.grad(objective, leaf)
-        attention = grad_cam(activations, gradient)
-    return _CleanPass(activations, None if chosen is None else chosen.detach(), logits.detach(), attention)
+    if target == "class" and (with_attention or target_cam):
+        cam, logits, chosen = class_attention(network.head, activations, classes, amp_dtype)
+        return _CleanPass(activations, chosen, logits, cam if with_attention else None, cam if target_cam else None)
+    with torch.no_grad(), _autocast(images.device, amp_dtype):
+        logits = _at_least_float32(network.head(activations))
+    chosen = chosen_classes(logits, classes) if target == "class" else None
+    attention = class_attention(network.head, activations, classes, amp_dtype)[0] if with_attention else None
+    cam = None
+    if target_cam:  # the Gestalt Total's Grad-CAM: its gradient at A is 1 / (C h w) everywhere
+        cam = grad_cam(activations, torch.full_like(activations, 1.0 / activations[0].numel()))
+    return _CleanPass(activations, chosen, logits, attention, cam)
 
 
 # --- the methods -----------------------------------------------------------------------------------
@@ -306,8 +305,8 @@ def gradcam_map(model, images, target, aggregate, classes, amp_dtype, with_atten
     """Grad-CAM of the target on the last conv block, upsampled to the input: one forward pass, then the
     head's backward only (``aggregate`` does not apply)."""
     network = _split_network(model, "gradcam")
-    clean = _clean_pass(network, _layout(model, images), target, classes, amp_dtype, with_attention=True)
-    return Sensitivity(resize_attention(clean.attention, images.shape[-1]).float(), clean.classes, clean.logits, None,
+    clean = _clean_pass(network, _layout(model, images), target, classes, amp_dtype, False, target_cam=True)
+    return Sensitivity(resize_attention(clean.target_cam, images.shape[-1]).float(), clean.classes, clean.logits, None,
                        clean.embedding)
 
 

@@ -6,9 +6,12 @@ Targets:
   network's `features` part runs.
 
 Gradients go to the input alone (`torch.autograd.grad`), parameters stay frozen and nothing is retained
-after the call. With ``with_attention`` the same backward pass also gives the gradient at the attention
-map (the last convolutional block's output A), and so the target's Grad-CAM map
-ReLU(Σ_k mean_ij(d target / d A_k) A_k) at no extra cost. Each image's objective depends on that image only, so a map never depends on the other
+after the call. With ``with_attention`` the pass also gives the class's Grad-CAM map
+ReLU(Σ_k mean_ij(d score / d A_k) A_k) on the attention map (the last convolutional block's output A), for
+the predicted or given class whatever the target: for the class target from the same backward pass, for the
+Gestalt Total from a backward pass through the head alone (the Gestalt Total's own Grad-CAM would be the
+channel mean of A, which the embedding already summarises; the class's map localizes better,
+docs/RESULTS.md). Each image's objective depends on that image only, so a map never depends on the other
 images of its batch (networks are in eval mode).
 """
 
@@ -28,8 +31,6 @@ Target = Literal["class", "gestalt"]
 Aggregate = Literal["max", "mean"]
 TARGETS: tuple[str, ...] = ("class", "gestalt")
 AGGREGATES: tuple[str, ...] = ("max", "mean")
-
-
 def pooled_activations(activations: torch.Tensor) -> torch.Tensor:
     """The classifier's embedding of each image (N, K) float32: the spatial mean of its last conv block's
     activations A (N, K, h, w), whose mean is the Gestalt Total."""
@@ -39,7 +40,7 @@ def pooled_activations(activations: torch.Tensor) -> torch.Tensor:
 @dataclass
 class Sensitivity:
     """Result of one batch: maps (N, H, W) float32; for the class target the class used; the logits when
-    computed; with ``with_attention`` the Grad-CAM map (N, h, w) float32 at the attention map's size; and,
+    computed; with ``with_attention`` the class's Grad-CAM map (N, h, w) float32 at the attention map's size; and,
     where the pass ran the last conv block on its own (``with_attention``, the Gestalt target, or a clean
     pass), the classifier's embedding (:func:`pooled_activations`)."""
 
@@ -80,6 +81,26 @@ def grad_cam(activations: torch.Tensor, gradient: torch.Tensor) -> torch.Tensor:
     in float32 (float64 for a float64 network)."""
     weights = _at_least_float32(gradient).mean(dim=(2, 3), keepdim=True)
     return (weights * _at_least_float32(activations)).sum(dim=1).clamp_min(0)
+
+
+def class_attention(head: nn.Module, activations: torch.Tensor, classes: torch.Tensor | None,
+                    amp_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The Grad-CAM map of the predicted (or given) class from the attention map A (N, C, h, w) alone: the head's
+    forward and backward, never the convolutions below A. Returns the map (N, h, w), the logits and the class."""
+    leaf = activations.detach().requires_grad_(True)
+    with torch.enable_grad(), _autocast(leaf.device, amp_dtype):
+        logits = _at_least_float32(head(leaf))
+        chosen = chosen_classes(logits, classes)
+        (gradient,) = torch.autograd.grad(logits.gather(1, chosen[:, None]).sum(), leaf)
+    return grad_cam(activations.detach(), gradient).detach(), logits.detach(), chosen
+
+
+def chosen_classes(logits: torch.Tensor, classes: torch.Tensor | None) -> torch.Tensor:
+    """The class per image (N,): the given ``classes``, else the predicted one."""
+    chosen = logits.argmax(dim=1) if classes is None else torch.as_tensor(classes, device=logits.device).long()
+    if chosen.shape != (len(logits),):
+        raise ValueError(f"classes must have shape ({len(logits)},), got {tuple(chosen.shape)}")
+    return chosen
 
 
 def resize_attention(attention: torch.Tensor, size: int) -> torch.Tensor:
@@ -140,7 +161,7 @@ def input_gradient(
         if target == "gestalt":
             activations = network.features(inputs)
             objective = _at_least_float32(activations).mean(dim=tuple(range(1, activations.ndim))).sum()
-            if with_logits:
+            if with_logits and not with_attention:
                 with torch.no_grad():
                     logits = _at_least_float32(network.head(activations.detach()))
         else:
@@ -149,16 +170,16 @@ def input_gradient(
                 logits = _at_least_float32(network.head(activations))
             else:
                 logits = _at_least_float32(network(inputs))
-            chosen = logits.argmax(dim=1) if classes is None else torch.as_tensor(classes, device=logits.device)
-            if chosen.shape != (len(inputs),):
-                raise ValueError(f"classes must have shape ({len(inputs)},), got {tuple(chosen.shape)}")
-            objective = logits.gather(1, chosen[:, None].long()).sum()
+            chosen = chosen_classes(logits, classes)
+            objective = logits.gather(1, chosen[:, None]).sum()
     attention = None
-    if with_attention:
+    if with_attention and target == "class":
         gradient, activation_gradient = torch.autograd.grad(objective, (inputs, activations))
         attention = grad_cam(activations.detach(), activation_gradient).detach()
     else:
         (gradient,) = torch.autograd.grad(objective, inputs)
+        if with_attention:  # the Gestalt Total's map, with the class's Grad-CAM from the head alone
+            attention, logits, _ = class_attention(network.head, activations, classes, amp_dtype)
     return InputGradient(gradient, None if chosen is None else chosen.detach(),
                          None if logits is None else logits.detach(), attention,
                          None if activations is None else pooled_activations(activations))
@@ -176,12 +197,14 @@ def sensitivity(
 ) -> Sensitivity:
     """Sensitivity maps of a batch of preprocessed images (N, 3, H, W) on the model's device.
 
-    `classes` (N,) int fixes the class per image for the class target (default: the predicted class).
+    `classes` (N,) int fixes the class per image for the class target and for the Grad-CAM map of
+    `with_attention` (default: the predicted class).
     `amp_dtype` (torch.bfloat16 / torch.float16) runs the network under autocast; maps are float32.
     The gestalt target needs a network with a `features` module (every `load_model` network has one);
     its map never involves the head, but `with_logits` also runs the head on the (detached) attention
     map for the class, which costs only the head, not another forward pass. `with_attention` also returns
-    the target's Grad-CAM map from the same backward pass (needs the `features`/`head` split).
+    the class's Grad-CAM map (needs the `features`/`head` split): from the same backward pass for the class
+    target, from the head's own backward for the Gestalt Total.
     """
     if aggregate not in AGGREGATES:
         raise ValueError(f"unknown aggregate {aggregate!r}; expected one of {AGGREGATES}")

@@ -42,6 +42,7 @@ from sklearn.utils.validation import check_is_fitted
 from sensitivity import __version__
 from sensitivity.boxes import corloc
 from sensitivity.shape import shape_descriptors
+from sensitivity.store import ATTENTION_OF, attention_of
 
 SOLVERS = ("ridge", "sgd")
 NORMALIZATIONS = ("none", "max", "sum", "rank", "log")
@@ -765,13 +766,21 @@ def read_arrays(path: str | PathLike[str]) -> dict[str, np.ndarray]:
 
 def check_provenance(regressor: BoxRegressor, made: dict, source: str) -> None:
     """Raise ValueError when ``regressor`` was fitted on maps made otherwise than ``made`` (the keys both
-    record, e.g. model, target, aggregate, map method); ``source`` names the regressor file. A regressor
-    without provenance (fitted outside the workflow) is not checked."""
+    record, e.g. model, target, aggregate, map method; ``made`` without ``attention_of`` are maps this version
+    makes); ``source`` names the regressor file. A regressor without provenance (fitted outside the workflow) is
+    not checked."""
     fitted_on = getattr(regressor, "provenance_", None)
     if not fitted_on:
         return
     ignored = ("class_source", "attention")  # true-class training maps serve predicted-class maps too
+    if getattr(regressor, "n_channels_", 1) > 1:  # whose Grad-CAM the attention channel is matters
+        fitted_on = fitted_on | {"attention_of": attention_of(fitted_on)}
+        made = {"attention_of": ATTENTION_OF} | made
+    else:
+        ignored += ("attention_of",)
     differ = [key for key in fitted_on if key in made and key not in ignored and fitted_on[key] != made[key]]
     if differ:
         details = ", ".join(f"{key}={fitted_on[key]!r} (here {made[key]!r})" for key in differ)
-        raise ValueError(f"{source}: fitted on maps made with {details}; use maps made the same way")
+        advice = ("refit it with this version, whose attention maps are the class's Grad-CAM for either target"
+                  if "attention_of" in differ else "use maps made the same way")
+        raise ValueError(f"{source}: fitted on maps made with {details}; {advice}")

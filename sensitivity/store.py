@@ -4,8 +4,9 @@ Layout of a store (a directory):
 - ``maps`` (N, S, S) float16, chunks of ``CHUNK_MAPS`` images, Zstd-compressed: each map divided by its maximum, so
   float16 keeps ~3 significant digits however small the gradients are;
 - ``scale`` (N,) float32: that maximum (map = maps * scale);
-- ``attention`` (N, S, S) float16 and ``attention_scale`` (N,) float32: the target's Grad-CAM map from the
-  same backward pass, resized to S x S, stored the same way (attribute ``attention: true`` when written);
+- ``attention`` (N, S, S) float16 and ``attention_scale`` (N,) float32: the class's Grad-CAM map from the
+  same pass, resized to S x S, stored the same way (attribute ``attention: true`` when written; attribute
+  ``attention_of``: whose Grad-CAM it is, see :func:`sensitivity.maps.attention_of`);
 - ``image_id`` (N,) str; ``class_index`` (N,) int32 (class used for a class-score map, -1 otherwise);
 - ``top5`` (N, 5) int32: the classifier's five highest-scoring classes, best first (-1 past the number of
   classes), from the forward pass the map needed anyway;
@@ -213,9 +214,23 @@ def store_attributes(paths: Iterable[str | Path]) -> list[dict]:
     return [MapStore(path).attrs for path in paths]
 
 
+#: What the attention channel is (maps' provenance ``attention_of``): the Grad-CAM map of the class, for either
+#: target (:mod:`sensitivity.maps`). Maps made before it existed recorded none; theirs was the target's.
+ATTENTION_OF = "class"
+
+
+def attention_of(provenance: dict) -> str:
+    """Whose Grad-CAM the attention maps of maps made with ``provenance`` are: its ``attention_of``, or for maps made
+    before it was recorded, the target's (``"gestalt"`` for the Gestalt Total, else ``"class"``)."""
+    recorded = provenance.get("attention_of")
+    if recorded is not None:
+        return recorded
+    return "gestalt" if provenance.get("target") == "gestalt" else "class"
+
+
 #: The attributes that say how a store's maps were made; the shards of one dataset must agree on them.
 PROVENANCE_KEYS = ("model", "weights", "target", "aggregate", "class_source", "preprocessing", "amp", "method",
-                   "method_settings", "map_size", "format")
+                   "method_settings", "map_size", "format", "attention_of")
 
 
 def map_provenance(paths: Iterable[str | Path]) -> dict:
@@ -232,6 +247,7 @@ def map_provenance(paths: Iterable[str | Path]) -> dict:
         made = {key: attrs.get(key) for key in PROVENANCE_KEYS}
         if made["method"] is None:  # stores written before map methods existed hold gradient maps
             made |= {"method": "gradient", "method_settings": {}}
+        made["attention_of"] = attention_of(made)  # stores written before it was recorded
         if first is None:
             first = (path, made)
         elif made != first[1]:

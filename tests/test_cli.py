@@ -729,6 +729,33 @@ def test_regressor_provenance_gives_the_map_options_and_refuses_others(tmp_path,
     assert f"{path}: fitted on maps made with method='cam' (here 'gradient'), target='gestalt' (here 'class')" in stderr
 
 
+def test_a_shape_model_fitted_on_the_gestalt_totals_grad_cam_is_refused_with_advice(tmp_path):
+    """Box models fitted before ``attention_of`` existed on (map, attention) stacks of the Gestalt Total read that
+    Total's own Grad-CAM, which localize no longer makes: refused in one line asking to refit; the same model on the
+    map alone, or one that records the class's Grad-CAM, is accepted."""
+    from sensitivity.regress import BoxRegressor
+
+    rng = np.random.default_rng(0)
+    boxes = np.tile([0.2, 0.2, 0.8, 0.8], (30, 1)) + 0.05 * rng.random((30, 4))
+    made = {"model": "efficientnet_lite0", "target": "gestalt", "aggregate": "max", "method": "gradient",
+            "method_settings": {}}
+    for name, maps, provenance, refused in [
+            ("old_stack", rng.random((30, 2, 56, 56)), made, True),
+            ("old_map", rng.random((30, 56, 56)), made, False),
+            ("new_stack", rng.random((30, 2, 56, 56)), made | {"attention_of": "class"}, False)]:
+        regressor = BoxRegressor(features="shape", alpha=1.0).fit(maps, boxes)
+        regressor.provenance_ = provenance
+        regressor.save(tmp_path / f"{name}.npz")
+        code, _, stderr = run(["localize", str(RACCOON), "--regressor", str(tmp_path / f"{name}.npz"),
+                               "--boxes-csv", str(tmp_path / f"{name}.csv")])
+        if refused:
+            assert code == 2, stderr
+            assert (f"{tmp_path / name}.npz: fitted on maps made with attention_of='gestalt' (here 'class'); refit it "
+                    "with this version") in stderr
+        else:
+            assert code == 0, stderr
+
+
 def test_unknown_map_method_is_a_usage_error(tmp_path):
     code, _, stderr = run(["localize", str(RACCOON), "--method", "saliency", "--out", str(tmp_path / "o")])
     assert code == 2 and "--method: unknown map method 'saliency'" in stderr

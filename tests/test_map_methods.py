@@ -155,13 +155,32 @@ def test_guided_backprop_reaches_relu6_where_captum_does_not(lite0, demo_batch):
     assert (ours.maps - plain).abs().max() > 0.1 * plain.max()
 
 
-@pytest.mark.parametrize("target", ["class", "gestalt"])
-def test_gradcam_is_the_attention_map_of_the_gradient_pass_upsampled(target):
+def test_gradcam_of_the_class_is_the_attention_map_of_the_gradient_pass():
     network, x = tiny_net(), images()
-    ours = compute_maps(network, x, "gradcam", target=target)
-    reference = sensitivity(network, x, target, "max", with_attention=True).attention
+    ours = compute_maps(network, x, "gradcam", target="class")
     assert ours.attention is None
-    assert_maps_close(ours.maps, reference.float(), 1e-6)  # tiny_net keeps the input size: no resizing
+    for target in ("class", "gestalt"):  # either target's attention channel is the class's Grad-CAM
+        reference = sensitivity(network, x, target, "max", with_attention=True).attention
+        assert_maps_close(ours.maps, reference.float(), 1e-6)  # tiny_net keeps the input size: no resizing
+
+
+def test_gradcam_of_the_gestalt_total_is_the_channel_mean_of_the_attention_map():
+    """d mean(A) / d A is 1 / (C h w) everywhere, so the Gestalt Total's Grad-CAM is ReLU(mean_k A_k) / (h w)."""
+    network, x = tiny_net(), images()
+    ours = compute_maps(network, x, "gradcam", target="gestalt")
+    with torch.no_grad():
+        activations = network.features(x)
+    expected = activations.mean(dim=1).clamp_min(0) / activations[0, 0].numel()
+    assert_maps_close(ours.maps, expected, 1e-6)
+    assert not torch.allclose(ours.maps, compute_maps(network, x, "gradcam", target="class").maps)
+
+
+@pytest.mark.parametrize("method", ["smoothgrad", "integrated_gradients", "guided_backprop"])
+def test_every_methods_attention_is_the_class_grad_cam_for_the_gestalt_target(method):
+    network, x = tiny_net(), images()
+    settings = {"smoothgrad": {"samples": 2}, "integrated_gradients": {"steps": 2}}.get(method)
+    result = compute_maps(network, x, method, settings, target="gestalt", with_attention=True)
+    assert_maps_close(result.attention, compute_maps(network, x, "gradcam", target="class").maps, 1e-6)
 
 
 def test_cam_mean_plus_bias_is_the_logit_and_gestalt_cam_mean_is_the_gestalt_total():

@@ -376,14 +376,28 @@ def reference_grad_cam(network: SplitClassifier, images: torch.Tensor, target: s
 
 
 @pytest.mark.parametrize("target", ["class", "gestalt"])
-def test_attention_equals_an_independent_grad_cam_and_leaves_the_map_unchanged(target):
+def test_attention_is_the_class_grad_cam_for_either_target_and_leaves_the_map_unchanged(target):
+    """The attention channel is the predicted class's Grad-CAM whatever the map's target (the Gestalt Total's own
+    Grad-CAM, the channel mean of A, is another map, so the check can fail)."""
     network, images = tiny_net(), tiny_images(3)
     with_attention = sensitivity(network, images, target, "max", with_attention=True)
     plain = sensitivity(network, images, target, "max")
     assert torch.equal(with_attention.maps, plain.maps)
     assert with_attention.attention.shape == (3, 6, 6) and plain.attention is None
-    torch.testing.assert_close(with_attention.attention, reference_grad_cam(network, images, target),
+    torch.testing.assert_close(with_attention.attention, reference_grad_cam(network, images, "class"),
                                rtol=1e-10, atol=1e-12)
+    assert not torch.allclose(reference_grad_cam(network, images, "gestalt"), reference_grad_cam(network, images, "class"))
+
+
+def test_given_classes_choose_the_attention_maps_class_for_the_gestalt_target():
+    network, images = tiny_net(), tiny_images(3)
+    predicted = network(images).argmax(dim=1)
+    other = (predicted + 1) % network(images).shape[1]
+    result = sensitivity(network, images, "gestalt", "max", classes=other, with_attention=True)
+    torch.testing.assert_close(result.attention, reference_grad_cam(network, images, "class", other),
+                               rtol=1e-10, atol=1e-12)
+    assert torch.equal(result.maps, sensitivity(network, images, "gestalt", "max").maps)
+    torch.testing.assert_close(result.logits, network(images))  # the head ran once more, on the same A
 
 
 def test_attention_of_a_global_pool_network_is_the_class_activation_map(lite0, demo_batch):

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from sklearn.model_selection import StratifiedGroupKFold
 import zarr
 from PIL import Image
@@ -22,7 +23,7 @@ from sensitivity.box_model import BoxEnsemble, load_box_model
 from sensitivity.boxes import largest_box
 from sensitivity.datasets import DatasetError, read_manifest, read_split
 from sensitivity.evaluation import corloc_table
-from sensitivity.images import ImageReadError
+from sensitivity.images import ImageReadError, read_image
 from sensitivity.pipeline.evaluate import METHOD_NAMES, METHODS, evaluate
 from sensitivity.pipeline.extract import extract_shard
 from sensitivity.pipeline.fit import fit_regressor
@@ -151,6 +152,28 @@ def test_extract_two_shards_cover_every_image_once(demo_dataset, shard_stores) -
         seen += store.image_ids.tolist()
     assert len(seen) == len(ids) and set(seen) == ids
     assert abs(len(MapStore(shard_stores[0])) - len(MapStore(shard_stores[1]))) <= 1
+
+
+def test_gestalt_stores_hold_the_predicted_class_grad_cam_and_say_so(demo_dataset, shard_stores, lite0) -> None:
+    """The attention channel of Gestalt Total maps is the predicted class's Grad-CAM (recomputed here with the
+    gradcam method, class target); the stores record it, and stores made before it was recorded read as the
+    Total's own."""
+    from sensitivity.map_methods import compute_maps
+    from sensitivity.maps import pool_maps
+    from sensitivity.store import attention_of, map_provenance
+
+    made = map_provenance(shard_stores)
+    assert made["attention_of"] == "class" and made["class_source"] == "predicted" and made["target"] == "gestalt"
+    assert attention_of({"target": "gestalt"}) == "gestalt" and attention_of({"target": "class"}) == "class"
+    store = MapStore(shard_stores[0])
+    manifest = read_manifest(demo_dataset["manifest"]).set_index("image_id")
+    paths = [manifest.loc[i, "path"] for i in store.image_ids[:2]]
+    transform = lite0.preprocessing.transform("squash")
+    images = torch.stack([transform(read_image(p, max_side=2 * lite0.preprocessing.size)) for p in paths])
+    expected = pool_maps(compute_maps(lite0, images, "gradcam", target="class").maps, 56).numpy()
+    stored = store.read(0, 2, attention=True)[:, 1]
+    # resized from 7² then pooled to 56² here, resized straight to 56² there; float16 in the store
+    assert np.corrcoef(stored.ravel(), expected.ravel())[0, 1] > 0.99
 
 
 @pytest.fixture(scope="module")
@@ -411,7 +434,7 @@ def test_fit_tries_a_prior_box_model_as_it_is_and_fine_tuned(demo_dataset, shard
 
 
 def test_fold_corloc_scores_each_fold_with_its_own_models_and_refuses_an_empty_fold() -> None:
-    from sensitivity.pipeline.fit import fold_corloc
+    from sensitivity.pipeline.fit import fold_corloc, held_out
 
     rng = np.random.default_rng(0)
     maps = rng.random((6, 8, 8))
@@ -425,6 +448,10 @@ def test_fold_corloc_scores_each_fold_with_its_own_models_and_refuses_an_empty_f
     blocks = [(rows.iloc[:4], maps[:4]), (rows.iloc[4:], maps[4:])]  # a fold may span blocks
     scores = fold_corloc(models, blocks, fold, 0.5)
     np.testing.assert_allclose(scores, [[2 / 3, 1 / 3], [1 / 3, 2 / 3]])
+    held = held_out(models, blocks, fold)  # (candidates, rows, 4), kept in a mapped file, not in memory
+    assert isinstance(held.boxes, np.memmap) and held.boxes.shape == (2, 6, 4)
+    np.testing.assert_allclose(held.boxes[0], np.tile(left, (6, 1)), atol=1e-9)
+    np.testing.assert_allclose(held.boxes[1], np.tile(right, (6, 1)), atol=1e-9)
     with pytest.raises(ValueError, match="fold 1 has no image"):
         fold_corloc(models, blocks, pd.Series(0, index=rows.index), 0.5)
 
@@ -680,6 +707,7 @@ def test_seed_study_reruns_split_fit_and_evaluate_per_seed(demo_dataset, shard_s
         assert frame.loc[2, f"average_{method}"] == pytest.approx(values.mean())
         assert frame.loc[3, f"average_{method}"] == pytest.approx(values.std())
     assert frame.loc[0, "n_test"] == table.loc["All images", "n_images"]
-    assert frame.loc[0, "box_model"] == "ensemble"  # on this split the average of 3 wins: evaluated like one model
+    chosen = json.loads((tmp_path / "s.json").read_text())["chosen"]  # the seed study names the fit's choice
+    assert frame.loc[0, "box_model"] == ("ensemble" if "ensemble" in chosen else chosen["features"])
     assert pd.read_csv(tmp_path / "seeds.csv")["seed"].astype(str).tolist() == ["0", "3", "mean", "std"]
     assert (tmp_path / "seeds.md").read_text().startswith("## seeds\n\n| seed | n_test | box_model |")

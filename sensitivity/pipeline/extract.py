@@ -16,7 +16,7 @@ from sensitivity.images import ImageReadError, read_image
 from sensitivity.map_methods import compute_maps, method_settings
 from sensitivity.maps import pool_maps, resize_attention
 from sensitivity.models import AMP_DTYPES, device_clock, load_model, resolve_device
-from sensitivity.store import TOP_K, MapStoreWriter
+from sensitivity.store import ATTENTION_OF, TOP_K, MapStoreWriter
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +85,9 @@ def extract_shard(
 ) -> Path:
     """Compute and store the maps of one shard; returns the published store path.
 
-    ``class_source``: "predicted" (class-score maps follow the predicted class) or "true" (the
-    image's annotated synset, mapped to the classifier output through ``synset_mapping``).
+    ``class_source``: "predicted" (class-score maps and the Grad-CAM attention maps, of either target, follow
+    the predicted class) or "true" (the image's annotated synset, mapped to the classifier output through
+    ``synset_mapping``).
     ``method`` and its ``settings`` name the map method (:mod:`sensitivity.map_methods`); the store
     records them, with the seconds the maps took on ``device``.
     """
@@ -97,7 +98,7 @@ def extract_shard(
     label_classes = None
     if class_source not in ("predicted", "true"):
         raise ValueError(f"class_source must be 'predicted' or 'true', got {class_source!r}")
-    if target == "class" and class_source == "true":
+    if class_source == "true":
         if not synset_mapping:
             raise ValueError("class_source 'true' needs a synset_mapping file")
         if manifest.groupby("image_id")["label"].nunique().max() > 1:
@@ -109,7 +110,7 @@ def extract_shard(
         label_classes = torch.tensor([index[label] for label in images["label"]])
     attributes = {
         "model": loaded.name, "weights": loaded.weights, "target": target, "aggregate": aggregate,
-        "class_source": class_source if target == "class" else None,
+        "class_source": class_source, "attention_of": ATTENTION_OF,
         "preprocessing": {**loaded.preprocessing.to_dict(), "mode": "squash"}, "amp": amp,
         "method": method, "method_settings": settings, "shard": shard, "package_version": __version__,
     }

@@ -10,6 +10,7 @@ import copy
 import itertools
 import json
 import logging
+import tempfile
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -225,29 +226,32 @@ class HeldOut:
 
 def held_out(per_fold: list[list[BoxRegressor]], maps: RowMaps, fold: pd.Series) -> HeldOut:
     """The boxes of each fold's candidates (``per_fold[fold][candidate]``) on the rows of that fold (``fold``, by
-    row label), from one pass over the maps (features computed once per feature setting). Memory: 32 bytes per
-    candidate and row. Choosing on val is one fold."""
+    row label), from one pass over the maps (features computed once per feature setting). The boxes (32 bytes per
+    candidate and row) are in an anonymous temporary file, mapped, not in memory. Choosing on val is one fold."""
     n_folds = len(per_fold)
-    boxes, gt, folds = [], [], []
-    for block, block_maps in maps:
-        block_fold = fold.loc[block.index].to_numpy()
-        block_boxes = np.empty((len(per_fold[0]), len(block), 4))
-        features: dict[tuple, np.ndarray] = {}
-        for c, model in enumerate(per_fold[0]):
-            key = model.feature_settings()
-            if key not in features:
-                features[key] = model.transform_features(block_maps)
-            for k in np.unique(block_fold):
-                rows = np.flatnonzero(block_fold == k)
-                block_boxes[c, rows] = per_fold[k][c].predict_features(features[key][rows])
-        boxes.append(block_boxes)
-        gt += list(block["gt"])
-        folds.append(block_fold)
-    fold_of_row = np.concatenate(folds) if folds else np.empty(0, dtype=np.int64)
-    count = np.bincount(fold_of_row, minlength=n_folds)
-    if not count.all():
-        raise ValueError(f"fold {int(np.argmin(count))} has no image with a map; cannot choose the box model")
-    return HeldOut(np.concatenate(boxes, axis=1), gt, fold_of_row, n_folds)
+    gt, folds = [], []
+    with tempfile.TemporaryFile() as spill:  # the mapping keeps its own handle: the file lives as long as it
+        for block, block_maps in maps:
+            block_fold = fold.loc[block.index].to_numpy()
+            block_boxes = np.empty((len(block), len(per_fold[0]), 4))  # row-major, as on disk
+            features: dict[tuple, np.ndarray] = {}
+            for c, model in enumerate(per_fold[0]):
+                key = model.feature_settings()
+                if key not in features:
+                    features[key] = model.transform_features(block_maps)
+                for k in np.unique(block_fold):
+                    rows = np.flatnonzero(block_fold == k)
+                    block_boxes[rows, c] = per_fold[k][c].predict_features(features[key][rows])
+            spill.write(block_boxes.tobytes())
+            gt += list(block["gt"])
+            folds.append(block_fold)
+        fold_of_row = np.concatenate(folds) if folds else np.empty(0, dtype=np.int64)
+        count = np.bincount(fold_of_row, minlength=n_folds)
+        if not count.all():
+            raise ValueError(f"fold {int(np.argmin(count))} has no image with a map; cannot choose the box model")
+        spill.flush()
+        boxes = np.memmap(spill, dtype=np.float64, mode="r", shape=(len(gt), len(per_fold[0]), 4))
+    return HeldOut(boxes.transpose(1, 0, 2), gt, fold_of_row, n_folds)
 
 
 def fold_corloc(per_fold: list[list[BoxRegressor]], maps: RowMaps, fold: pd.Series, threshold: float) -> np.ndarray:
