@@ -2,8 +2,8 @@
 (the channel mean of the last conv block, what extraction stored before ``attention_of`` existed) or the
 predicted class's (what it stores now), by the fit stage's cross-validation over several fold seeds.
 
-Both use the stored sensitivity map (channel 1) and the classifier's embedding (``embedding_components``
-principal components inside the ridge, as the fit does); the Total's Grad-CAM is recomputed from the images
+Both use the stored sensitivity map (channel 1) and the classifier's embedding (64 principal components
+inside the ridge), scored by the fit stage's own cross-validation (``fit_alpha_path_folds``, ``held_out``); the Total's Grad-CAM is recomputed from the images
 (one forward pass each). Prints 5-fold CV CorLoc (%) per alpha, mean ± std over the fold seeds. Run from the
 repository root after ``make box-model`` (its stores hold the class's Grad-CAM), e.g.
 
@@ -19,23 +19,25 @@ import numpy as np
 import pandas as pd
 import torch
 
-from sensitivity.boxes import correct_localizations
 from sensitivity.evaluation import labelled_rows
 from sensitivity.images import read_image
 from sensitivity.map_methods import compute_maps
 from sensitivity.maps import pool_maps
 from sensitivity.models import load_model
-from sensitivity.pipeline.fit import image_folds
+from sensitivity.pipeline.fit import held_out, image_folds
 from sensitivity.pipeline.rows import RowMaps
-from sensitivity.regress import NormalEquations, decode_boxes, regression_features
+from sensitivity.regress import BoxRegressor, MapStack
 from sensitivity.store import map_provenance
 
 ALPHAS = (10.0, 100.0, 1000.0)
 
 
-def gestalt_grad_cam(paths: list[str], map_size: int, batch_size: int = 16) -> np.ndarray:
-    """The Gestalt Total's Grad-CAM of each image (N, S, S), resized and pooled as extraction stores maps."""
-    loaded = load_model("efficientnet_lite0", None, torch.device("cpu"))
+def gestalt_grad_cam(paths: list[str], map_size: int, made: dict, batch_size: int = 16) -> np.ndarray:
+    """The Gestalt Total's Grad-CAM of each image (N, S, S) by the stores' network (its default weights), resized
+    and pooled as extraction stores maps."""
+    loaded = load_model(made["model"], None, torch.device("cpu"))
+    if loaded.weights != made["weights"]:
+        raise SystemExit(f"the stores' maps were made with weights {made['weights']!r}, here {loaded.weights!r}")
     transform = loaded.preprocessing.transform("squash")
     out = []
     for start in range(0, len(paths), batch_size):
@@ -45,26 +47,15 @@ def gestalt_grad_cam(paths: list[str], map_size: int, batch_size: int = 16) -> n
     return np.concatenate(out)
 
 
-def cv_corloc(features: np.ndarray, n_embedding: int, rows: pd.DataFrame, seed: int, components: int = 64,
-              folds: int = 5) -> dict[float, float]:
-    """5-fold CV CorLoc per alpha of standardised ridge on ``features`` (descriptors, then the embedding's
-    ``n_embedding`` columns reduced to ``components`` principal components), with the fit stage's folds."""
-    fold = image_folds(rows, folds, seed)
-    targets, truth = np.stack(rows["target_box"].to_numpy()), list(rows["gt"])
-    boxes = {alpha: np.empty((len(rows), 4)) for alpha in ALPHAS}
-    reduce = (features.shape[1] - n_embedding, components)
-    for k in range(folds):
-        train = fold != k
-        equations = NormalEquations()
-        equations.add(features[train], targets[train])
-        for alpha in ALPHAS:
-            coef, intercept = equations.solve(alpha, standardize=True, components=reduce)
-            boxes[alpha][~train] = decode_boxes(features[~train] @ coef.T + intercept, "corners")
-    scores = {}
-    for alpha, predicted in boxes.items():
-        correct = correct_localizations(predicted, truth, 0.5)
-        scores[alpha] = 100 * np.mean([correct[fold == k].mean() for k in range(folds)])
-    return scores
+def cv_corloc(stack: MapStack, rows: pd.DataFrame, seed: int, folds: int = 5) -> dict[float, float]:
+    """5-fold CV CorLoc (%) per alpha of the fit stage's shape candidate (64 embedding components) on ``stack``,
+    with its folds, its one-pass fold fits and its held-out scoring."""
+    fold = pd.Series(image_folds(rows, folds, seed), index=rows.index)
+    targets = np.stack(rows["target_box"].to_numpy())
+    base = BoxRegressor(features="shape", target="corners", embedding_components=64)
+    per_fold = base.fit_alpha_path_folds([(stack, targets, fold.to_numpy())], ALPHAS, folds)
+    scores = held_out(per_fold, [(rows, stack)], fold).fold_corloc(0.5).mean(axis=1)
+    return {alpha: 100 * float(score) for alpha, score in zip(ALPHAS, scores)}
 
 
 def main() -> None:
@@ -82,12 +73,11 @@ def main() -> None:
     rows = pd.concat([block for block, _ in blocks])
     maps = np.concatenate([m.maps for _, m in blocks])
     embedding = np.concatenate([m.embedding for _, m in blocks]).astype(np.float64)
-    sensitivity = regression_features(maps[:, 0], "shape", None, "none")
-    channels = {"Gestalt Total's Grad-CAM": gestalt_grad_cam(rows["path"].tolist(), maps.shape[-1]),
+    channels = {"Gestalt Total's Grad-CAM": gestalt_grad_cam(rows["path"].tolist(), maps.shape[-1], made),
                 "the predicted class's Grad-CAM": maps[:, 1]}
     for name, attention in channels.items():
-        features = np.hstack([sensitivity, regression_features(attention, "shape", None, "none"), embedding])
-        per_seed = [cv_corloc(features, embedding.shape[1], rows, seed) for seed in args.seeds]
+        stack = MapStack(np.stack([maps[:, 0], attention], axis=1), embedding)
+        per_seed = [cv_corloc(stack, rows, seed) for seed in args.seeds]
         cells = ", ".join(f"α {alpha:g}: {np.mean([s[alpha] for s in per_seed]):.1f} ± "
                           f"{np.std([s[alpha] for s in per_seed]):.1f}" for alpha in ALPHAS)
         print(f"{name}: {cells} (5-fold CV CorLoc %, fold seeds {args.seeds})", flush=True)

@@ -31,6 +31,8 @@ Target = Literal["class", "gestalt"]
 Aggregate = Literal["max", "mean"]
 TARGETS: tuple[str, ...] = ("class", "gestalt")
 AGGREGATES: tuple[str, ...] = ("max", "mean")
+
+
 def pooled_activations(activations: torch.Tensor) -> torch.Tensor:
     """The classifier's embedding of each image (N, K) float32: the spatial mean of its last conv block's
     activations A (N, K, h, w), whose mean is the Gestalt Total."""

@@ -6,7 +6,7 @@ Layout of a store (a directory):
 - ``scale`` (N,) float32: that maximum (map = maps * scale);
 - ``attention`` (N, S, S) float16 and ``attention_scale`` (N,) float32: the class's Grad-CAM map from the
   same pass, resized to S x S, stored the same way (attribute ``attention: true`` when written; attribute
-  ``attention_of``: whose Grad-CAM it is, see :func:`sensitivity.maps.attention_of`);
+  ``attention_of``: whose Grad-CAM it is, see :func:`attention_of`);
 - ``image_id`` (N,) str; ``class_index`` (N,) int32 (class used for a class-score map, -1 otherwise);
 - ``top5`` (N, 5) int32: the classifier's five highest-scoring classes, best first (-1 past the number of
   classes), from the forward pass the map needed anyway;
