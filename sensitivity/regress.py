@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import scipy.linalg
 import torch
 import torch.nn.functional as F
 from numpy.typing import ArrayLike
@@ -41,6 +40,8 @@ from sklearn.utils.validation import check_is_fitted
 
 from sensitivity import __version__
 from sensitivity.boxes import corloc
+from sensitivity.normal_equations import NormalEquations
+from sensitivity.robust import SpilledRows, reweighted
 from sensitivity.shape import shape_descriptors
 from sensitivity.store import ATTENTION_OF, attention_of
 
@@ -48,10 +49,10 @@ SOLVERS = ("ridge", "sgd")
 NORMALIZATIONS = ("none", "max", "sum", "rank", "log")
 TARGETS = ("corners", "centre_size", "centre_logsize")
 FEATURES = ("pooled", "shape")
+LOSSES = ("squared", "huber")
 # 2 adds n_channels (version 1: one channel, or none for flat features); 3 adds n_embedding, package_version
 # and fitted_on. (4 is an ensemble of box models: sensitivity.box_model.)
 FORMAT_VERSION = 3
-MAX_GRAM_BYTES = 4 * 2**30
 MIN_LOG_SIZE = 1e-4  # widths/heights are floored here before taking logs
 
 _SAVED_KEYS = ("format_version", "params", "coef", "intercept", "map_shape", "n_samples_seen")
@@ -192,96 +193,6 @@ def decode_boxes(params: np.ndarray, target: str) -> np.ndarray:
     )
 
 
-class NormalEquations:
-    """Streaming sufficient statistics of least squares; solved for any ridge penalty afterwards.
-
-    Sums are accumulated about the first batch's means (a shift that keeps the centred
-    cross-products accurate). Memory is O(M^2) for M features, whatever the number of rows.
-    """
-
-    def __init__(self) -> None:
-        self.n = 0
-
-    def add(self, X: np.ndarray, Y: np.ndarray) -> None:
-        """Accumulate float64 features (n_b, M) and targets (n_b, K)."""
-        if self.n == 0:
-            m = X.shape[1]
-            if m * m * 8 > MAX_GRAM_BYTES:
-                raise ValueError(
-                    f"{m} features need a {m}x{m} float64 normal matrix of {m * m * 8 / 1e9:.1f} GB, "
-                    f"over the {MAX_GRAM_BYTES / 1e9:.1f} GB limit; use a smaller pool or solver='sgd'"
-                )
-            self.x0, self.y0 = X.mean(axis=0), Y.mean(axis=0)
-            self.sx, self.sy = np.zeros(m), np.zeros(Y.shape[1])
-            self.sxx, self.sxy = np.zeros((m, m)), np.zeros((m, Y.shape[1]))
-        Xc, Yc = X - self.x0, Y - self.y0
-        self.n += len(X)
-        self.sx += Xc.sum(axis=0)
-        self.sy += Yc.sum(axis=0)
-        self.sxx += Xc.T @ Xc
-        self.sxy += Xc.T @ Yc
-
-    def solve(self, alpha: float, standardize: bool = False, components: tuple[int, int] | None = None,
-              towards: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Ridge solution with unpenalised intercept: ``coef`` (K, M) and ``intercept`` (K,).
-
-        The centred system ``(Cxx + alpha D) W = Cxy`` is solved by Cholesky, or by least
-        squares (minimum norm) when it is singular or ill-conditioned. ``D`` is the identity, or
-        with ``standardize`` each feature's variance (1 for a constant feature): exactly ridge on
-        features standardised to unit variance, as scikit-learn's ``StandardScaler`` + ``Ridge``.
-        ``components=(start, k)`` first replaces the features from column ``start`` on by their
-        ``k`` principal components (as scikit-learn's ``PCA`` on those columns, then the ridge); the
-        coefficients returned still apply to all M original features.
-        ``towards`` (K, M) shrinks the weights towards these instead of zero (the penalty is
-        ``alpha (W - towards)' D (W - towards)``): a fitted model fine-tuned on new data, which it becomes
-        as ``alpha`` grows (with the intercept refitted to the new data).
-        """
-        if self.n == 0:
-            raise ValueError("no samples to fit: the batches were empty")
-        mx, my = self.sx / self.n, self.sy / self.n
-        centred = self.sxx - self.n * np.outer(mx, mx)
-        cxy = self.sxy - self.n * np.outer(mx, my)
-        shift = np.zeros((len(centred), cxy.shape[1]))
-        if towards is not None:
-            if components is not None:
-                raise ValueError("towards= and components= cannot be combined")
-            shift = np.asarray(towards, dtype=np.float64).T
-            if shift.shape != (len(centred), cxy.shape[1]):
-                raise ValueError(f"towards has shape {shift.T.shape}, the system needs {(cxy.shape[1], len(centred))}")
-            cxy = cxy - centred @ shift  # solve for W - towards
-        basis = self._basis(centred, components)
-        reduced, reduced_xy = basis.T @ centred @ basis, basis.T @ cxy
-        penalty = np.ones(len(reduced))
-        if standardize:
-            variance = np.diag(reduced) / self.n
-            penalty = np.where(variance > 0, variance, 1.0)
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", scipy.linalg.LinAlgWarning)
-            try:
-                W = scipy.linalg.solve(reduced + alpha * np.diag(penalty), reduced_xy, assume_a="pos")
-            except (np.linalg.LinAlgError, scipy.linalg.LinAlgWarning):
-                W = scipy.linalg.lstsq(reduced + alpha * np.diag(penalty), reduced_xy)[0]
-        W = basis @ W + shift
-        return W.T, (self.y0 + my) - (self.x0 + mx) @ W
-
-    @staticmethod
-    def _basis(centred: np.ndarray, components: tuple[int, int] | None) -> np.ndarray:
-        """(M, M') map from the kept features to the original ones: the identity, or the identity on the
-        first ``start`` features and the top ``k`` eigenvectors of the rest's covariance."""
-        m = len(centred)
-        if components is None:
-            return np.eye(m)
-        start, k = components
-        if not (0 <= start < m and 1 <= k <= m - start):
-            raise ValueError(f"components={components}: need 0 <= start < {m} and 1 <= k <= {m} - start")
-        values, vectors = np.linalg.eigh(centred[start:, start:])
-        top = vectors[:, np.argsort(values)[::-1][:k]]
-        basis = np.zeros((m, start + k))
-        basis[:start, :start] = np.eye(start)
-        basis[start:, start:] = top
-        return basis
-
-
 def ridge_streaming(
     batches: Iterable[tuple[np.ndarray, np.ndarray]], alpha: float, standardize: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -396,6 +307,16 @@ class _PreparedBatches:
                    encode_boxes(y_arr, self.target))
 
 
+@dataclass(frozen=True)
+class _RidgeFit:
+    """One fit of :meth:`BoxRegressor._ridge_fits`: its penalty, ``(coef, intercept)``, batches and rows."""
+
+    alpha: float
+    solution: tuple[np.ndarray, np.ndarray]
+    prepared: _PreparedBatches
+    rows: int
+
+
 class BoxModelTags:
     """scikit-learn tags shared by box models: map stacks (N, C, H, W) in, four box coordinates out."""
 
@@ -431,6 +352,10 @@ class BoxRegressor(BoxModelTags, RegressorMixin, BaseEstimator):
         the classifier's embedding of each image (maps given as :class:`MapStack`; 0: none). The network
         knows what the object is, hence its usual size and shape. The fitted map stays linear in the
         descriptors and the whole embedding.
+    loss : "squared" (least squares, the paper's) or "huber" (``solver="ridge"`` only): squared below
+        ``huber_scale`` times the median residual norm, linear beyond, so that images whose box the maps cannot
+        say pull the others less (iteratively reweighted ridge, :mod:`sensitivity.robust`).
+    huber_scale : the Huber threshold in median residual norms.
 
     Attributes
     ----------
@@ -462,6 +387,8 @@ class BoxRegressor(BoxModelTags, RegressorMixin, BaseEstimator):
         device: str = "cpu",
         random_state: int | None = 0,
         embedding_components: int = 0,
+        loss: str = "squared",
+        huber_scale: float = 1.0,
     ) -> None:
         self.solver = solver
         self.alpha = alpha
@@ -476,9 +403,12 @@ class BoxRegressor(BoxModelTags, RegressorMixin, BaseEstimator):
         self.device = device
         self.random_state = random_state
         self.embedding_components = embedding_components
+        self.loss = loss
+        self.huber_scale = huber_scale
 
     def _validate_params(self) -> None:
-        choices = {"solver": SOLVERS, "normalize": NORMALIZATIONS, "target": TARGETS, "features": FEATURES}
+        choices = {"solver": SOLVERS, "normalize": NORMALIZATIONS, "target": TARGETS, "features": FEATURES,
+                   "loss": LOSSES}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -492,6 +422,10 @@ class BoxRegressor(BoxModelTags, RegressorMixin, BaseEstimator):
             raise ValueError(f"alpha must be >= 0, got {self.alpha!r}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr!r}")
+        if not self.huber_scale > 0:
+            raise ValueError(f"huber_scale must be > 0, got {self.huber_scale!r}")
+        if self.loss != "squared" and self.solver != "ridge":
+            raise ValueError(f"loss={self.loss!r} needs solver='ridge'")
         if self.features == "shape" and self.solver != "ridge":
             raise ValueError("features='shape' needs solver='ridge' (standardised ridge)")
         if not isinstance(self.embedding_components, int | np.integer) or self.embedding_components < 0:
@@ -516,32 +450,30 @@ class BoxRegressor(BoxModelTags, RegressorMixin, BaseEstimator):
         """Fit from an iterable of ``(maps, boxes)`` batches, all with the same map shape.
 
         With ``solver="ridge"`` the batches are streamed (only the pooled features of
-        one batch are in memory); with ``solver="sgd"`` the pooled features of all
+        one batch are in memory; with the Huber loss they are also written to a temporary file, re-read at
+        each reweighting step); with ``solver="sgd"`` the pooled features of all
         batches are concatenated in memory first.
         """
         self._validate_params()
-        prepared = self._prepared(batches)
         if self.solver == "ridge":
-            equations = NormalEquations()
-            for X_b, y_b in prepared:
-                equations.add(X_b, y_b)
-            coef, intercept = self._solve(equations, self.alpha, prepared)
-        else:
-            parts = list(prepared)
-            if not parts:
-                raise ValueError("no samples to fit: the batches were empty")
-            seed = int(check_random_state(self.random_state).randint(2**31))
-            coef, intercept = sgd_regression(
-                np.concatenate([p[0] for p in parts]),
-                np.concatenate([p[1] for p in parts]),
-                batch_size=self.batch_size,
-                lr=self.lr,
-                lr_step=self.lr_step,
-                max_iter=self.max_iter,
-                device=self.device,
-                seed=seed,
-            )
-        return self._set_solution(coef, intercept, prepared)
+            solution = self._ridge_fits(((X_b, y_b, None) for X_b, y_b in batches), [self.alpha], None)[0][0]
+            return self._set_solution(*solution.solution, solution.prepared, solution.rows)
+        prepared = self._prepared(batches)
+        parts = list(prepared)
+        if not parts:
+            raise ValueError("no samples to fit: the batches were empty")
+        seed = int(check_random_state(self.random_state).randint(2**31))
+        coef, intercept = sgd_regression(
+            np.concatenate([p[0] for p in parts]),
+            np.concatenate([p[1] for p in parts]),
+            batch_size=self.batch_size,
+            lr=self.lr,
+            lr_step=self.lr_step,
+            max_iter=self.max_iter,
+            device=self.device,
+            seed=seed,
+        )
+        return self._set_solution(coef, intercept, prepared, prepared.n)
 
     def fit_alpha_path(
         self, batches: Iterable[tuple[ArrayLike | torch.Tensor, ArrayLike]], alphas: Iterable[float],
@@ -552,20 +484,13 @@ class BoxRegressor(BoxModelTags, RegressorMixin, BaseEstimator):
         Returns one fitted clone of this estimator per alpha (``solver`` must be "ridge"). ``towards``, a
         fitted model with the same features, fine-tunes it instead: the weights are shrunk towards its
         weights, not towards zero (and ``embedding_components`` is not applied: its weights already are).
+        With ``loss="huber"``, each alpha's fit is then reweighted (:mod:`sensitivity.robust`).
         """
         self._validate_params()
         if self.solver != "ridge":
             raise ValueError("fit_alpha_path needs solver='ridge'")
-        prepared = self._prepared(batches)
-        equations = NormalEquations()
-        for X_b, y_b in prepared:
-            equations.add(X_b, y_b)
-        fitted = []
-        for alpha in alphas:
-            model = clone(self).set_params(alpha=alpha)
-            model._validate_params()
-            fitted.append(model._set_solution(*self._solve(equations, alpha, prepared, towards), prepared))
-        return fitted
+        fits = self._ridge_fits(((X_b, y_b, None) for X_b, y_b in batches), list(alphas), None, towards)
+        return [self._fitted_clone(fit) for fit in fits[0]]
 
     def fit_alpha_path_folds(self, batches: Iterable[tuple[ArrayLike | MapStack, ArrayLike, ArrayLike]],
                              alphas: Iterable[float], folds: int,
@@ -575,36 +500,76 @@ class BoxRegressor(BoxModelTags, RegressorMixin, BaseEstimator):
         self._validate_params()
         if self.solver != "ridge":
             raise ValueError("fit_alpha_path_folds needs solver='ridge'")
-        alphas = list(alphas)
-        current: dict[str, np.ndarray] = {}
+        fits = self._ridge_fits(batches, list(alphas), folds, towards)
+        return [[self._fitted_clone(fit) for fit in group] for group in fits]
+
+    def _fitted_clone(self, fit: _RidgeFit) -> BoxRegressor:
+        model = clone(self).set_params(alpha=fit.alpha)
+        model._validate_params()
+        return model._set_solution(*fit.solution, fit.prepared, fit.rows)
+
+    def _ridge_fits(self, batches: Iterable[tuple], alphas: list[float], folds: int | None,
+                    towards: BoxRegressor | None = None) -> list[list[_RidgeFit]]:
+        """Ridge fits ``[group][alpha]`` from one pass over ``(maps, boxes, fold or None)`` batches: group k of
+        ``folds`` leaves out the rows of fold k; without folds, one group of all rows. With the Huber loss, the
+        rows are also spilled to a temporary file and every fit is reweighted (:func:`sensitivity.robust.reweighted`)."""
+        current: dict[str, np.ndarray | None] = {}
 
         def maps_and_boxes() -> Iterator[tuple]:
             for X_b, y_b, fold_b in batches:
-                current["fold"] = np.asarray(fold_b)
+                current["fold"] = None if fold_b is None else np.asarray(fold_b)
                 yield X_b, y_b
 
         prepared = self._prepared(maps_and_boxes())
-        equations = [NormalEquations() for _ in range(folds)]
-        for X_b, y_b in prepared:
-            for k, fold_equations in enumerate(equations):
-                kept = current["fold"] != k
-                if kept.any():
-                    fold_equations.add(X_b[kept], y_b[kept])
-        fitted = []
-        for fold_equations in equations:
-            models = []
-            for alpha in alphas:
-                model = clone(self).set_params(alpha=alpha)
-                model._validate_params()
-                model._set_solution(*self._solve(fold_equations, alpha, prepared, towards), prepared)
-                model.n_samples_seen_ = fold_equations.n
-                models.append(model)
-            fitted.append(models)
-        return fitted
+        equations = [NormalEquations() for _ in range(folds or 1)]
+        spilled = SpilledRows() if self.loss == "huber" else None
+        try:
+            for X_b, y_b in prepared:
+                fold_b = current["fold"]
+                if spilled is not None:
+                    spilled.add(X_b, y_b, fold_b)
+                for k, group_equations in enumerate(equations):
+                    kept = np.ones(len(X_b), dtype=bool) if fold_b is None else fold_b != k
+                    if kept.any():
+                        group_equations.add(X_b[kept], y_b[kept])
+            solutions = [[self._solve(group_equations, alpha, prepared, towards) for alpha in alphas]
+                         for group_equations in equations]
+            if spilled is not None:
+                solutions = self._huber(solutions, equations, spilled, alphas, prepared, towards)
+        finally:
+            if spilled is not None:
+                spilled.close()
+        return [[_RidgeFit(alpha, solution, prepared, group_equations.rows)
+                 for alpha, solution in zip(alphas, group)] for group, group_equations in zip(solutions, equations)]
+
+    def _huber(self, first: list[list[tuple]], equations: list[NormalEquations], spilled: SpilledRows,
+               alphas: list[float], prepared: _PreparedBatches, towards: BoxRegressor | None) -> list[list[tuple]]:
+        """The squared-loss solutions ``first`` reweighted to the Huber loss, with the same penalty (standardisation
+        and principal components of each group's unweighted equations)."""
+        components = None if towards is not None else self._components(equations[0], prepared)
+        bases = [None if components is None else group.basis(components) for group in equations]
+        standardize = self.features == "shape"
+        penalties = [group.variances(basis) if standardize else None for group, basis in zip(equations, bases)]
+        shift = None if towards is None else towards.coef_
+
+        def solve(weighted: NormalEquations, j: int, penalty: np.ndarray | None) -> tuple:
+            return weighted.solve(alphas[j], towards=shift, penalty=penalty)
+
+        return reweighted(first, equations, spilled, bases, penalties, solve, self.huber_scale, self.batch_size)
 
     def _prepared(self, batches: Iterable) -> _PreparedBatches:
         return _PreparedBatches(batches, self.pool, self.normalize, self.target, self.features,
                                 embedding=self.embedding_components > 0)
+
+    def _components(self, equations: NormalEquations, prepared: _PreparedBatches) -> tuple[int, int] | None:
+        """The ``components`` of :meth:`NormalEquations.solve`: the embedding's columns (last) reduced to
+        ``embedding_components`` principal components, or None."""
+        if not self.embedding_components:
+            return None
+        if self.embedding_components > prepared.n_embedding:
+            raise ValueError(f"embedding_components={self.embedding_components} exceeds the embedding's "
+                             f"{prepared.n_embedding} dimensions")
+        return (len(equations.sx) - prepared.n_embedding, self.embedding_components)
 
     def _solve(self, equations: NormalEquations, alpha: float, prepared: _PreparedBatches,
                towards: BoxRegressor | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -620,20 +585,15 @@ class BoxRegressor(BoxModelTags, RegressorMixin, BaseEstimator):
                 raise ValueError(f"towards: a model of {towards.n_features_in_} features, these maps give "
                                  f"{len(equations.sx)}")
             return equations.solve(alpha, self.features == "shape", towards=towards.coef_)
-        components = None
-        if self.embedding_components:
-            if self.embedding_components > prepared.n_embedding:
-                raise ValueError(f"embedding_components={self.embedding_components} exceeds the embedding's "
-                                 f"{prepared.n_embedding} dimensions")
-            components = (len(equations.sx) - prepared.n_embedding, self.embedding_components)
-        return equations.solve(alpha, self.features == "shape", components)
+        return equations.solve(alpha, self.features == "shape", self._components(equations, prepared))
 
-    def _set_solution(self, coef: np.ndarray, intercept: np.ndarray, prepared: _PreparedBatches) -> BoxRegressor:
+    def _set_solution(self, coef: np.ndarray, intercept: np.ndarray, prepared: _PreparedBatches,
+                      rows: int) -> BoxRegressor:
         self.coef_, self.intercept_ = coef, intercept
         self.n_features_in_ = coef.shape[1]
         self.map_shape_ = tuple(prepared.shape[-2:]) if len(prepared.shape) >= 2 else None
         self.n_channels_ = prepared.shape[0] if len(prepared.shape) == 3 else len(prepared.shape) - 1
-        self.n_samples_seen_ = prepared.n
+        self.n_samples_seen_ = rows
         self.n_embedding_ = prepared.n_embedding
         return self
 
