@@ -257,7 +257,7 @@ def test_fit_summary_has_every_grid_point_and_keeps_the_best_on_val(demo_dataset
     best = candidates[int(np.argmax(scores))]
     assert summary["score"] == max(scores) and summary["selection"] == "val"
     assert summary["chosen"] == {k: best[k] for k in ("features", "alpha", "pool", "normalize", "target",
-                                                      "embedding_components", "start")} | {"solver": "ridge"}
+                                                      "embedding_components", "loss", "start")} | {"solver": "ridge"}
     assert best["start"] is None  # the shipped prior's maps are Guided Backprop, these are gradient maps
     assert summary["prior"]["used"] is False and "method='guided_backprop'" in summary["prior"]["why_not"]
     assert {c["features"] for c in candidates} == {"pooled"}  # the grid's default
@@ -600,20 +600,22 @@ def test_box_model_note_names_one_model_or_the_members_of_an_ensemble(tmp_path) 
     from sensitivity.pipeline.evaluate import box_model_note
 
     shape = {"features": "shape", "alpha": 10.0, "pool": None, "normalize": None, "target": "corners",
-             "embedding_components": 16, "start": None}
+             "embedding_components": 16, "loss": "huber", "start": None}
     pooled = {"features": "pooled", "alpha": 0.1, "pool": 7, "normalize": "max", "target": "corners",
-              "embedding_components": 0, "start": "fine-tuned"}
+              "embedding_components": 0, "loss": "squared", "start": "fine-tuned"}
     summary = {"chosen_on": "5-fold cross-validation on train + val", "score": 0.625, "n_choice_rows": 80,
                "prior": {"model": "prior.npz", "used": True}, "candidates": [shape, pooled, {}]}
     path = tmp_path / "fit_summary.json"
     path.write_text(json.dumps(summary | {"chosen": shape | {"solver": "ridge"}}))
-    assert box_model_note(path).startswith("Learned box: shape features, ridge, alpha 10, 16 embedding components; "
+    assert box_model_note(path).startswith("Learned box: shape features, ridge, alpha 10, 16 embedding components, "
+                                           "huber loss; "
                                            "chosen by 5-fold cross-validation on train + val among 3 candidates "
                                            "(CorLoc 62.5 % on 80 images; fit_summary.json).")
     path.write_text(json.dumps(summary | {"chosen": {"ensemble": [0, 1], "members": [shape, pooled],
                                                      "solver": "ridge"}}))
     assert box_model_note(path).startswith(
-        "Learned box: the average box of 2 ridge box models (shape features, alpha 10, 16 embedding components; "
+        "Learned box: the average box of 2 ridge box models (shape features, alpha 10, 16 embedding components, "
+        "huber loss; "
         "pooled features, alpha 0.1, pool 7, normalize max, the prior box model prior.npz fine-tuned (alpha: "
         "penalty towards its weights)); chosen by 5-fold")
 

@@ -51,6 +51,8 @@ def model_settings(chosen: dict, summary: dict) -> list[str]:
     settings += [f"{key} {chosen[key]}" for key in ("pool", "normalize") if chosen.get(key) is not None]
     if chosen.get("embedding_components"):
         settings.append(f"{chosen['embedding_components']} embedding components")
+    if chosen.get("loss", "squared") != "squared":
+        settings.append(f"{chosen['loss']} loss")
     if chosen.get("start"):
         how = "as it is" if chosen["start"] == "as is" else "fine-tuned (alpha: penalty towards its weights)"
         settings.append(f"the prior box model {summary['prior']['model']} {how}")

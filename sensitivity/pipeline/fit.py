@@ -118,18 +118,22 @@ class Ensemble:
 
 def candidate_settings(grid: dict, embedding: bool = False) -> list[dict]:
     """BoxRegressor settings of every grid point but alpha, in grid order. ``pool`` and ``normalize`` only
-    apply to ``features: pooled``; ``shape`` features get one setting per box parameterisation and, where the
-    stores hold the classifier's embeddings (``embedding``), per number of its principal components."""
+    apply to ``features: pooled``; ``shape`` features get one setting per box parameterisation, per number of
+    principal components of the classifier's embedding where the stores hold it (``embedding``) and per ``loss``
+    (squared or Huber; the pooled map's hundreds of features keep the squared loss: its reweighted fits would
+    cost features² per row, step, fold and alpha)."""
     settings = []
     components = [k for k in grid.get("embedding_components", [0]) if embedding or k == 0] or [0]
+    losses = grid.get("loss", ["squared"])
     for features in grid.get("features", ["pooled"]):
         if features == "pooled":
             settings += [{"features": features, "pool": pool, "normalize": normalize, "target": parameterisation}
                          for pool, normalize, parameterisation in itertools.product(
                              grid["pool"], grid["normalize"], grid["parameterisation"])]
         else:
-            settings += [{"features": features, "target": parameterisation, "embedding_components": k}
-                         for parameterisation, k in itertools.product(grid["parameterisation"], components)]
+            settings += [{"features": features, "target": parameterisation, "embedding_components": k, "loss": loss}
+                         for parameterisation, k, loss in itertools.product(grid["parameterisation"], components,
+                                                                            losses)]
     return settings
 
 
@@ -170,7 +174,8 @@ def prior_candidates(prior: Prior | None, fit_path) -> tuple[list[Candidate], li
     if prior is None or prior.model is None:
         return [], []
     log.info("the prior box model %s as it is and fine-tuned (alpha %s)", prior.name, list(prior.alpha))
-    tuned = fit_path(BoxRegressor(**prior.model.get_params()), prior.alpha, prior.model)
+    # fine-tuning keeps the squared loss: its fits are on all features (no principal components to reweight in)
+    tuned = fit_path(BoxRegressor(**prior.model.get_params() | {"loss": "squared"}), prior.alpha, prior.model)
     candidates = [Candidate(prior.model.get_params(), "as is")]
     candidates += [Candidate(model.get_params(), "fine-tuned") for model in tuned[0]]
     return candidates, [[prior.model, *models] for models in tuned]
@@ -390,7 +395,7 @@ def settings_of(params: dict) -> dict:
     """The grid settings of a candidate's parameters; ``pool`` and ``normalize`` are null for shape features
     (unused)."""
     settings = {key: params[key] for key in ("features", "alpha", "pool", "normalize", "target",
-                                             "embedding_components")}
+                                             "embedding_components", "loss")}
     return settings | ({"pool": None, "normalize": None} if params["features"] == "shape" else {})
 
 
