@@ -24,6 +24,7 @@ import json
 import warnings
 import zipfile
 from collections.abc import Iterable, Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
@@ -522,8 +523,7 @@ class BoxRegressor(BoxModelTags, RegressorMixin, BaseEstimator):
 
         prepared = self._prepared(maps_and_boxes())
         equations = [NormalEquations() for _ in range(folds or 1)]
-        spilled = SpilledRows() if self.loss == "huber" else None
-        try:
+        with SpilledRows() if self.loss == "huber" else nullcontext() as spilled:
             for X_b, y_b in prepared:
                 fold_b = current["fold"]
                 if spilled is not None:
@@ -536,9 +536,6 @@ class BoxRegressor(BoxModelTags, RegressorMixin, BaseEstimator):
                          for group_equations in equations]
             if spilled is not None:
                 solutions = self._huber(solutions, equations, spilled, alphas, prepared, towards)
-        finally:
-            if spilled is not None:
-                spilled.close()
         return [[_RidgeFit(alpha, solution, prepared, group_equations.rows)
                  for alpha, solution in zip(alphas, group)] for group, group_equations in zip(solutions, equations)]
 

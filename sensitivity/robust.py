@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable, Iterator
+from typing import Self
 
 import numpy as np
 
@@ -32,10 +33,11 @@ def huber_weights(norms: np.ndarray, threshold: float) -> np.ndarray:
 
 class SpilledRows:
     """Feature rows (n, M), their targets (n, K) and fold (n,) written to an anonymous temporary file as they
-    come, then mapped (not loaded) for repeated passes. Fold -1: a row of every fit (no cross-validation)."""
+    come, then mapped (not loaded) for repeated passes. Fold -1: a row of every fit (no cross-validation). A context
+    manager: the file is deleted on leaving it."""
 
     def __init__(self) -> None:
-        self._file = tempfile.TemporaryFile()
+        self._file = tempfile.TemporaryFile()  # noqa: SIM115 (closed by __exit__)
         self._shape: tuple[int, int] | None = None
         self.rows = 0
 
@@ -57,7 +59,10 @@ class SpilledRows:
             block = np.asarray(table[start:start + size])
             yield slice(start, start + len(block)), block[:, :m], block[:, m:m + k], block[:, -1].astype(np.int64)
 
-    def close(self) -> None:
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
         self._file.close()
 
 
