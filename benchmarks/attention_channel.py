@@ -47,15 +47,26 @@ def gestalt_grad_cam(paths: list[str], map_size: int, made: dict, batch_size: in
     return np.concatenate(out)
 
 
-def cv_corloc(stack: MapStack, rows: pd.DataFrame, seed: int, folds: int = 5) -> dict[float, float]:
-    """5-fold CV CorLoc (%) per alpha of the fit stage's shape candidate (64 embedding components) on ``stack``,
-    with its folds, its one-pass fold fits and its held-out scoring."""
+def cv_corloc(stack: MapStack, rows: pd.DataFrame, seed: int, folds: int = 5,
+              loss: str = "squared") -> dict[float, float]:
+    """5-fold CV CorLoc (%) per alpha of the fit stage's shape candidate (64 embedding components, ``loss``) on
+    ``stack``, with its folds, its one-pass fold fits and its held-out scoring."""
     fold = pd.Series(image_folds(rows, folds, seed), index=rows.index)
     targets = np.stack(rows["target_box"].to_numpy())
-    base = BoxRegressor(features="shape", target="corners", embedding_components=64)
+    base = BoxRegressor(features="shape", target="corners", embedding_components=64, loss=loss)
     per_fold = base.fit_alpha_path_folds([(stack, targets, fold.to_numpy())], ALPHAS, folds)
     scores = held_out(per_fold, [(rows, stack)], fold).fold_corloc(0.5).mean(axis=1)
     return {alpha: 100 * float(score) for alpha, score in zip(ALPHAS, scores)}
+
+
+def fitting_rows(results: Path, stores: list[str]) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """The train + val rows of a results folder, their (N, 2, S, S) map stacks and embeddings (float64)."""
+    rows = labelled_rows(results / "manifest.csv", results / "split.csv")
+    rows = rows[rows["split"].isin(["train", "val"])]
+    blocks = list(RowMaps(stores, rows, 4096, attention=True, embedding=True))
+    rows = pd.concat([block for block, _ in blocks])
+    maps = np.concatenate([m.maps for _, m in blocks])
+    return rows, maps, np.concatenate([m.embedding for _, m in blocks]).astype(np.float64)
 
 
 def main() -> None:
@@ -67,12 +78,7 @@ def main() -> None:
     made = map_provenance(stores)
     if made["target"] != "gestalt" or made["attention_of"] != "class":
         raise SystemExit(f"{args.results}: needs Gestalt Total maps with the class's Grad-CAM, got {made}")
-    rows = labelled_rows(args.results / "manifest.csv", args.results / "split.csv")
-    rows = rows[rows["split"].isin(["train", "val"])]
-    blocks = list(RowMaps(stores, rows, 4096, attention=True, embedding=True))
-    rows = pd.concat([block for block, _ in blocks])
-    maps = np.concatenate([m.maps for _, m in blocks])
-    embedding = np.concatenate([m.embedding for _, m in blocks]).astype(np.float64)
+    rows, maps, embedding = fitting_rows(args.results, stores)
     channels = {"Gestalt Total's Grad-CAM": gestalt_grad_cam(rows["path"].tolist(), maps.shape[-1], made),
                 "the predicted class's Grad-CAM": maps[:, 1]}
     for name, attention in channels.items():
