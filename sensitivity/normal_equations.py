@@ -21,6 +21,7 @@ class NormalEquations:
     def __init__(self) -> None:
         self.n = 0.0
         self.rows = 0
+        self._cache: dict = {}  # centred sums and principal bases, until the next add
 
     def add(self, X: np.ndarray, Y: np.ndarray, weight: np.ndarray | None = None) -> None:
         """Accumulate float64 features (n_b, M) and targets (n_b, K), each row with its ``weight`` (default 1)."""
@@ -34,6 +35,7 @@ class NormalEquations:
             self.x0, self.y0 = X.mean(axis=0), Y.mean(axis=0)
             self.sx, self.sy = np.zeros(m), np.zeros(Y.shape[1])
             self.sxx, self.sxy = np.zeros((m, m)), np.zeros((m, Y.shape[1]))
+        self._cache.clear()
         Xc, Yc = X - self.x0, Y - self.y0
         wXc = Xc if weight is None else Xc * weight[:, None]
         self.rows += len(X)
@@ -46,8 +48,10 @@ class NormalEquations:
     def _centred(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         if self.rows == 0:
             raise ValueError("no samples to fit: the batches were empty")
-        mx, my = self.sx / self.n, self.sy / self.n
-        return mx, my, self.sxx - self.n * np.outer(mx, mx), self.sxy - self.n * np.outer(mx, my)
+        if "centred" not in self._cache:
+            mx, my = self.sx / self.n, self.sy / self.n
+            self._cache["centred"] = (mx, my, self.sxx - self.n * np.outer(mx, mx), self.sxy - self.n * np.outer(mx, my))
+        return self._cache["centred"]
 
     def variances(self, basis: np.ndarray | None = None) -> np.ndarray:
         """The (weighted) variance of each feature, or of each column of ``features @ basis``; 1 where it is 0."""
@@ -95,7 +99,8 @@ class NormalEquations:
 
     def basis(self, components: tuple[int, int] | None) -> np.ndarray:
         """(M, M') map from the kept features to the original ones: the identity, or the identity on the
-        first ``start`` features and the top ``k`` eigenvectors of the rest's covariance."""
+        first ``start`` features and the top ``k`` eigenvectors of the rest's covariance (computed once per
+        ``start`` until the next :meth:`add`, whatever ``k`` and the penalty)."""
         centred = self._centred()[2]
         m = len(centred)
         if components is None:
@@ -103,9 +108,10 @@ class NormalEquations:
         start, k = components
         if not (0 <= start < m and 1 <= k <= m - start):
             raise ValueError(f"components={components}: need 0 <= start < {m} and 1 <= k <= {m} - start")
-        values, vectors = np.linalg.eigh(centred[start:, start:])
-        top = vectors[:, np.argsort(values)[::-1][:k]]
+        if ("eigh", start) not in self._cache:
+            values, vectors = np.linalg.eigh(centred[start:, start:])
+            self._cache["eigh", start] = vectors[:, np.argsort(values)[::-1]]
         basis = np.zeros((m, start + k))
         basis[:start, :start] = np.eye(start)
-        basis[start:, start:] = top
+        basis[start:, start:] = self._cache["eigh", start][:, :k]
         return basis
