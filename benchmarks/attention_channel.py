@@ -19,12 +19,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from sensitivity.evaluation import labelled_rows
+from sensitivity.evaluation import image_folds, labelled_rows
 from sensitivity.images import read_image
 from sensitivity.map_methods import compute_maps
 from sensitivity.maps import pool_maps
 from sensitivity.models import load_model
-from sensitivity.pipeline.fit import held_out, image_folds
+from sensitivity.pipeline.fit import held_out
 from sensitivity.pipeline.rows import RowMaps
 from sensitivity.regress import BoxRegressor, MapStack
 from sensitivity.store import map_provenance

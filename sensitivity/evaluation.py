@@ -5,18 +5,21 @@ regression target ``target_box`` (the largest of them). A predicted box is corre
 the row's boxes is above the threshold (PASCAL criterion). CorLoc tables give each class's share correct,
 then ``Average`` (the unweighted mean over classes, the paper's "Average CorLoc") and ``All images`` (the
 share over all rows), in %. One rule chooses among candidates: the highest score, ties going to the higher
-tie-break score (mean IoU where the caller has it), then to the earlier candidate.
+tie-break score (mean IoU where the caller has it), then to the earlier candidate; one rule makes the folds of
+cross-validation (:func:`image_folds`).
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from sklearn.model_selection import StratifiedGroupKFold
 
 from sensitivity.boxes import largest_box
 from sensitivity.datasets import read_manifest, read_split
@@ -127,3 +130,20 @@ def choose(scores: Sequence[float], tie_break: Sequence[float] | None = None) ->
 def ranked(scores: Sequence[Scores]) -> list[int]:
     """:func:`ranking` of scored candidates: share of rows correct, ties → mean IoU → earlier."""
     return ranking([s.micro for s in scores], [s.mean_iou for s in scores])
+
+
+def image_folds(rows: pd.DataFrame, folds: int, seed: int) -> np.ndarray:
+    """Fold (0..folds-1) of each row: every row of an image in one fold, classes spread over the folds
+    (scikit-learn's ``StratifiedGroupKFold``, shuffled with ``seed``)."""
+    n_images = rows["image_id"].nunique()
+    if not 2 <= folds <= n_images:
+        raise ValueError(f"cross-validation needs 2 <= folds <= {n_images} images, got folds={folds}")
+    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    # stratified where possible: when no class has `folds` rows, scikit-learn refuses, and the folds only group
+    labels = rows["label"] if rows["label"].value_counts().max() >= folds else np.zeros(len(rows))
+    fold = np.empty(len(rows), dtype=np.int64)
+    with warnings.catch_warnings():  # classes with fewer images than folds cannot be in every fold
+        warnings.simplefilter("ignore", UserWarning)
+        for k, (_, held_out) in enumerate(splitter.split(rows, labels, groups=rows["image_id"])):
+            fold[held_out] = k
+    return fold

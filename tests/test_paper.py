@@ -16,6 +16,7 @@ from sensitivity.paper import tables as T
 from sensitivity.paper.bank import MAP_VARIANTS, MapBank
 from sensitivity.paper.experiments import (
     choose_best,
+    cv_select,
     fit_select,
     heuristic_sweep,
     run_analysis,
@@ -282,6 +283,28 @@ def test_heuristic_sweep_and_fit_select_on_learnable_maps():
     outcome = fit_select(paper_variant("gestalt_max", GRID), train, val, test, 0.5)
     assert outcome.n_candidates == 6 and outcome.test.corloc >= 80.0
     assert outcome.backward_passes == 1
+
+
+def test_cv_select_chooses_on_the_fit_stages_folds():
+    """One fold rule: the study's cross-validation holds out exactly the folds of the workflow's fit stage."""
+    from sklearn.base import clone
+
+    from sensitivity.evaluation import image_folds
+
+    bank = _toy_bank(60)
+    index = np.arange(60)
+    train, val, test = bank.subset(index < 36), bank.subset((index >= 36) & (index < 48)), bank.subset(index >= 48)
+    variant = paper_variant("gestalt_max", GRID)
+    outcome = cv_select(variant, train, val, test, 0.5, folds=3, seed=4)
+    dev = bank.subset(index < 48)
+    fold = image_folds(dev.rows, 3, 4)
+    boxes = np.zeros((48, 4))
+    for k in range(3):
+        estimator = clone(variant.estimator).set_params(**outcome.params).fit(dev.maps[fold != k],
+                                                                             dev.targets[fold != k])
+        boxes[fold == k] = estimator.predict(dev.maps[fold == k])
+    np.testing.assert_allclose(outcome.val.boxes, boxes)
+    assert outcome.val.corloc == score(boxes, dev, 0.5).corloc
 
 
 def test_run_analysis_end_to_end_on_a_toy_bank():

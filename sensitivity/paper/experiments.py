@@ -30,7 +30,7 @@ from sklearn.base import clone
 from sensitivity.box_model import average_boxes
 from sensitivity.boxes import CentreBoxBaseline, heuristic_boxes
 from sensitivity.datasets import read_manifest, split_manifest
-from sensitivity.evaluation import Scores, prediction_columns, ranked, score_boxes
+from sensitivity.evaluation import Scores, image_folds, prediction_columns, ranked, score_boxes
 from sensitivity.paper.bank import MapBank
 from sensitivity.paper.variants import Variant, backward_passes
 
@@ -79,7 +79,8 @@ def fit_select(variant: Variant, train: MapBank, val: MapBank, test: MapBank, th
 def cv_select(variant: Variant, train: MapBank, val: MapBank, test: MapBank, threshold: float,
               folds: int = 5, seed: int = 0) -> Outcome:
     """Protocol B: choose ``variant``'s hyper-parameters by ``folds``-fold cross-validation on train + val
-    (folds grouped by image), refit the best on train + val, score it on test.
+    (the fit stage's folds, :func:`~sensitivity.evaluation.image_folds`: grouped by image, stratified by class),
+    refit the best on train + val, score it on test.
 
     Uses every non-test row for the choice instead of the single small val split; the test rows are
     still never used. ``val`` of the returned outcome holds the cross-validated score (all train + val
@@ -87,10 +88,7 @@ def cv_select(variant: Variant, train: MapBank, val: MapBank, test: MapBank, thr
     """
     dev = MapBank(pd.concat([train.rows, val.rows], ignore_index=True), np.concatenate([train.maps, val.maps]),
                   train.variants, train.missing, train.attributes)
-    groups = dev.rows["image_id"].to_numpy()
-    unique = np.unique(groups)
-    fold_of_image = dict(zip(unique, np.random.default_rng(seed).permutation(len(unique)) % folds))
-    fold = np.array([fold_of_image[g] for g in groups])
+    fold = image_folds(dev.rows, folds, seed)
     scored = []
     for params, estimator in variant.candidates():
         boxes = np.zeros((len(dev.rows), 4))

@@ -11,19 +11,17 @@ import itertools
 import json
 import logging
 import tempfile
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedGroupKFold
 
 from sensitivity.box_model import BoxEnsemble, BoxModel, average_boxes, load_box_model
 from sensitivity.box_models import SHIPPED_BOX_MODEL
 from sensitivity.boxes import correct_localizations
-from sensitivity.evaluation import choose, labelled_rows, ranking
+from sensitivity.evaluation import choose, image_folds, labelled_rows, ranking
 from sensitivity.pipeline.rows import RowMaps
 from sensitivity.regress import BoxRegressor, check_provenance
 from sensitivity.store import map_provenance
@@ -149,23 +147,6 @@ def candidate_models(grid: dict, solver: str, sgd: dict, train: RowMaps, embeddi
         else:
             fitted.append(base.fit_batches(train.boxes()))
     return fitted
-
-
-def image_folds(rows: pd.DataFrame, folds: int, seed: int) -> np.ndarray:
-    """Fold (0..folds-1) of each row: every row of an image in one fold, classes spread over the folds
-    (scikit-learn's ``StratifiedGroupKFold``, shuffled with ``seed``)."""
-    n_images = rows["image_id"].nunique()
-    if not 2 <= folds <= n_images:
-        raise ValueError(f"cross-validation needs 2 <= folds <= {n_images} images, got folds={folds}")
-    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-    # stratified where possible: when no class has `folds` rows, scikit-learn refuses, and the folds only group
-    labels = rows["label"] if rows["label"].value_counts().max() >= folds else np.zeros(len(rows))
-    fold = np.empty(len(rows), dtype=np.int64)
-    with warnings.catch_warnings():  # classes with fewer images than folds cannot be in every fold
-        warnings.simplefilter("ignore", UserWarning)
-        for k, (_, held_out) in enumerate(splitter.split(rows, labels, groups=rows["image_id"])):
-            fold[held_out] = k
-    return fold
 
 
 def prior_candidates(prior: Prior | None, fit_path) -> tuple[list[Candidate], list[list[BoxRegressor]]]:

@@ -8,6 +8,7 @@ from snakemake.utils import validate
 
 from sensitivity.box_models import SHIPPED_BOX_MODEL
 from sensitivity.pipeline.config_errors import describe_validation_error, missing_inputs
+from sensitivity.pipeline.sources import imported_sources
 
 
 try:
@@ -168,13 +169,15 @@ def map_params(wildcards):
             "on_bad_input": spec["on_bad_input"]}
 
 
-def code(*modules):
-    """Library sources a rule runs, as inputs, so that editing them reruns the rule.
+def code_of(script):
+    """Library sources the rule's ``script`` (in workflow/scripts) runs, as inputs, so that editing them reruns the
+    rule: its imports of the package, followed transitively (:func:`~sensitivity.pipeline.sources.imported_sources`).
 
     Relative to the working directory: Snakemake records each job's input paths, so absolute ones
     would make a moved or copied project rerun every job (extraction included).
     """
-    return [os.path.relpath(REPO / "sensitivity" / module) for module in modules]
+    return [os.path.relpath(path) for path in imported_sources(REPO / "workflow" / "scripts" / script,
+                                                                REPO / "sensitivity")]
 
 
 def classifier_table(wildcards):
@@ -188,7 +191,7 @@ def prior_box_model(wildcards):
     if model is None:
         return []
     if model == "shipped":
-        return code(f"box_models/{SHIPPED_BOX_MODEL.name}")
+        return [os.path.relpath(SHIPPED_BOX_MODEL)]
     return [model]
 
 

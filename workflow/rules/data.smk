@@ -32,8 +32,7 @@ rule unpack_archives:
 rule manifest:
     input:
         dataset_root_input,
-        code=code("pipeline/prepare.py", "datasets/folder.py", "datasets/voc.py", "datasets/imagenet.py",
-                  "datasets/manifest.py", "datasets/voc_xml.py"),
+        code=code_of("manifest.py"),
     output:
         manifest="results/{dataset}/manifest.csv",
         skipped="results/{dataset}/manifest_skipped.csv",

@@ -11,8 +11,7 @@ rule evaluate:
         summary="results/{dataset}/fit_summary.json",
         skipped="results/{dataset}_skipped.csv",
         classifier=classifier_table,
-        code=code("pipeline/evaluate.py", "tables.py", "pipeline/rows.py", "evaluation.py", "pipeline/classify.py",
-                  "boxes.py", "metrics.py", "box_model.py", "regress.py"),
+        code=code_of("evaluate.py"),
     output:
         predictions="results/{dataset}_predictions.csv",
         table="results/{dataset}_corloc.csv",
@@ -36,9 +35,7 @@ rule split_seeds:
     input:
         manifest="results/{dataset}/manifest.csv",
         maps=map_stores,
-        code=code("pipeline/seeds.py", "pipeline/split.py", "pipeline/fit.py", "pipeline/evaluate.py",
-                  "pipeline/methods.py", "pipeline/rows.py", "evaluation.py", "tables.py", "box_model.py", "regress.py",
-                  "shape.py", "boxes.py", "metrics.py"),
+        code=code_of("seeds.py"),
         prior=prior_box_model,
     output:
         table="results/{dataset}_seeds.csv",
@@ -64,7 +61,7 @@ rule classifier_accuracy:
         split="results/{dataset}/split.csv",
         maps=map_stores,
         synset_mapping=lambda wc: dataset(wc.dataset)["synset_mapping"],
-        code=code("pipeline/classify.py", "pipeline/rows.py", "evaluation.py"),
+        code=code_of("classifier_accuracy.py"),
     output:
         "results/{dataset}_classifier.csv",
     log:
@@ -81,7 +78,7 @@ rule collect_skipped:
     input:
         manifest_skipped="results/{dataset}/manifest_skipped.csv",
         maps=map_stores,
-        code=code("pipeline/skipped.py"),
+        code=code_of("skipped.py"),
     output:
         report("results/{dataset}_skipped.csv", caption="../report/skipped.rst", category="Skipped inputs",
                labels={"dataset": "{dataset}"}),

@@ -5,7 +5,7 @@
 rule extract_maps:
     input:
         manifest="results/{dataset}/manifest.csv",
-        code=code("pipeline/extract.py", "map_methods.py", "maps.py", "models.py", "images.py", "store.py"),
+        code=code_of("extract.py"),
     output:
         directory("results/{dataset}/maps/{scatteritem}.zarr"),
     params:

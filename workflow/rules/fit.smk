@@ -6,7 +6,7 @@ rule fit_regressor:
         manifest="results/{dataset}/manifest.csv",
         split="results/{dataset}/split.csv",
         maps=map_stores,
-        code=code("pipeline/fit.py", "pipeline/rows.py", "evaluation.py", "box_model.py", "regress.py", "store.py"),
+        code=code_of("fit.py"),
         prior=prior_box_model,
     output:
         model="results/{dataset}/regressor.npz",

@@ -28,8 +28,7 @@ rule method_scores:
         maps=lambda wc: gather.extract(f"results/{method_dataset(wc)}/maps/{{scatteritem}}.zarr"),
         model=lambda wc: f"results/{method_dataset(wc)}/regressor.npz",
         synset_mapping=lambda wc: dataset(wc.dataset)["synset_mapping"] or [],
-        code=code("pipeline/methods.py", "metrics.py", "pipeline/rows.py", "evaluation.py", "pipeline/classify.py",
-                  "tables.py", "boxes.py", "box_model.py", "regress.py", "shape.py", "store.py"),
+        code=code_of("method_scores.py"),
     output:
         scores="results/{dataset}/methods/{method}.csv",
         predictions="results/{dataset}/methods/{method}_predictions.csv",
@@ -51,7 +50,7 @@ rule method_scores:
 rule methods_speed:
     input:
         manifest="results/{dataset}/manifest.csv",
-        code=code("speed.py", "localize.py", "map_methods.py", "maps.py", "models.py"),
+        code=code_of("methods_speed.py"),
     output:
         "results/{dataset}/methods/speed.csv",
     params:
@@ -79,7 +78,7 @@ rule methods_table:
         manifest="results/{dataset}/manifest.csv",
         split="results/{dataset}/split.csv",
         published="data/published_results.csv",
-        code=code("pipeline/methods.py", "tables.py", "boxes.py", "figures.py"),
+        code=code_of("methods_table.py"),
     output:
         table=report("results/{dataset}_methods.csv", caption="../report/methods_table.rst", category="Methods",
                      labels={"dataset": "{dataset}", "what": "table"}),
@@ -104,9 +103,7 @@ rule methods_seeds:
                            for method in MAP_METHODS}),
         manifest="results/{dataset}/manifest.csv",
         synset_mapping=lambda wc: dataset(wc.dataset)["synset_mapping"] or [],
-        code=code("pipeline/seeds.py", "pipeline/methods.py", "pipeline/fit.py", "pipeline/split.py", "metrics.py",
-                  "pipeline/rows.py", "evaluation.py", "pipeline/classify.py", "tables.py", "boxes.py", "box_model.py",
-                  "regress.py", "shape.py", "store.py"),
+        code=code_of("methods_seeds.py"),
     output:
         table="results/{dataset}_methods_seeds.csv",
         markdown="results/{dataset}_methods_seeds.md",

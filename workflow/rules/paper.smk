@@ -45,8 +45,7 @@ rule paper_analysis:
     input:
         unpack(paper_maps),
         manifest="results/{dataset}/manifest.csv",
-        code=code("paper/bank.py", "paper/variants.py", "paper/experiments.py", "evaluation.py", "box_model.py",
-                  "regress.py", "boxes.py"),
+        code=code_of("paper_analysis.py"),
     output:
         variants="results/paper/{dataset}/analysis/variants.csv",
         seeds="results/paper/{dataset}/analysis/seeds.csv",
@@ -55,11 +54,12 @@ rule paper_analysis:
         splits="results/paper/{dataset}/analysis/splits.csv",
         summary="results/paper/{dataset}/analysis/summary.json",
         models="results/paper/{dataset}/analysis/models.pkl",
-    params:
-        paper=PAPER,
+    params:  # exactly what the analysis reads: editing a figure's or the speed's setting does not rerun it
+        analysis={key: PAPER.get(key) for key in ("seeds", "sigma", "fraction")} | {"cv_folds": PAPER.get("cv_folds", 5)},
         primary=lambda wc: PAPER_PRIMARY[wc.dataset],
-        regression=config["regression"],
-        evaluation=config["evaluation"],
+        grid=config["regression"]["grid"],
+        heuristic=config["evaluation"]["heuristic"],
+        iou_threshold=config["evaluation"]["iou_threshold"],
         split=split_params,
     wildcard_constraints:
         dataset=PAPER_DATASET_PATTERN,
@@ -83,7 +83,7 @@ rule paper_tables:
         rules.paper_analysis.output.summary,
         manifest="results/{dataset}/manifest.csv",
         published="data/published_results.csv",
-        code=code("paper/tables.py", "paper/report.py", "tables.py", "evaluation.py"),
+        code=code_of("paper_tables.py"),
     output:
         expand("results/paper/{{dataset}}/{table}.{ext}", table=PAPER_TABLES, ext=("csv", "md")),
     wildcard_constraints:
@@ -101,7 +101,7 @@ rule paper_speed:
         manifest="results/{dataset}/manifest.csv",
         splits=rules.paper_analysis.output.splits,
         models=rules.paper_analysis.output.models,
-        code=code("paper/speed.py", "speed.py", "paper/variants.py", "maps.py", "models.py"),
+        code=code_of("paper_speed.py"),
     output:
         speed="results/paper/{dataset}/speed.csv",
         machine="results/paper/{dataset}/machine.json",
@@ -126,7 +126,7 @@ rule paper_figures:
         unpack(paper_maps),
         predictions=rules.paper_analysis.output.predictions,
         summary=rules.paper_analysis.output.summary,
-        code=code("paper/figures.py", "figures.py"),
+        code=code_of("paper_figures.py"),
     output:
         expand("results/paper/figures/{{dataset}}_{figure}.png", figure=PAPER_FIGURES),
     params:
@@ -167,7 +167,7 @@ rule paper_report:
         speed=expand("results/paper/{dataset}/speed.csv", dataset=PAPER_DATASETS),
         machine=expand("results/paper/{dataset}/machine.json", dataset=PAPER_DATASETS),
         figures=expand("results/paper/figures/{dataset}_{figure}.png", dataset=PAPER_DATASETS, figure=PAPER_FIGURES),
-        code=code("paper/report.py", "paper/tables.py", "tables.py"),
+        code=code_of("paper_report.py"),
     output:
         "results/paper/RESULTS.md",
     params:

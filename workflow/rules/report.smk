@@ -4,7 +4,7 @@
 rule example_figure:
     input:
         predictions="results/{dataset}_predictions.csv",
-        code=code("pipeline/report.py", "figures.py"),
+        code=code_of("examples.py"),
     output:
         report("results/{dataset}/examples.png", caption="../report/examples.rst", category="Examples",
                labels={"dataset": "{dataset}"}),

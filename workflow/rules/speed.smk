@@ -12,8 +12,7 @@ rule speed:
     input:
         manifest=f"results/{SPEED_DATASET}/manifest.csv",
         regressor=f"results/{SPEED_DATASET}/regressor.npz",
-        code=code("speed.py", "localize.py", "map_methods.py", "maps.py", "models.py", "box_model.py", "regress.py",
-                  "metrics.py"),
+        code=code_of("speed.py"),
     output:
         report("results/speed.csv", caption="../report/speed.rst", category="Speed", labels={"dataset": SPEED_DATASET}),
     params:

@@ -4,7 +4,7 @@
 rule split:
     input:
         manifest="results/{dataset}/manifest.csv",
-        code=code("pipeline/split.py", "datasets/split.py"),
+        code=code_of("split.py"),
     output:
         "results/{dataset}/split.csv",
     params:

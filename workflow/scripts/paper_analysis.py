@@ -20,12 +20,11 @@ split = p.split
 # The paper analysis always fits on train and chooses on val, so a list split needs all three.
 official = (list_split(read_manifest(snakemake.input.manifest), split["root"], split["image_sets"])
             if split["method"] == "lists" else None)
-splits = seed_splits(snakemake.input.manifest, split.get("fractions"), p.paper["seeds"], official)
+splits = seed_splits(snakemake.input.manifest, split.get("fractions"), p.analysis["seeds"], official)
 splits.to_csv(snakemake.output.splits, index=False)
-heuristic = p.evaluation["heuristic"]
-variants = study_variants(p.primary, p.regression["grid"], (heuristic["sigma"], heuristic["fraction"]))
-out = run_analysis(bank, splits, p.paper["seeds"], p.primary, variants, p.paper["sigma"], p.paper["fraction"],
-                   p.evaluation["iou_threshold"], log=log.info, cv_folds=p.paper.get("cv_folds", 5))
+variants = study_variants(p.primary, p.grid, (p.heuristic["sigma"], p.heuristic["fraction"]))
+out = run_analysis(bank, splits, p.analysis["seeds"], p.primary, variants, p.analysis["sigma"], p.analysis["fraction"],
+                   p.iou_threshold, log=log.info, cv_folds=p.analysis["cv_folds"])
 out["variants"].to_csv(snakemake.output.variants, index=False, float_format="%.6g")
 out["seeds"].to_csv(snakemake.output.seeds, index=False, float_format="%.6g")
 out["predictions"].to_csv(snakemake.output.predictions, index=False, float_format="%.6g")
@@ -39,9 +38,9 @@ summary = {
     "preprocessing": attributes.get("preprocessing"), "map_size": attributes.get("map_size"),
     "package_version": attributes.get("package_version"),
     "n_rows": len(bank.rows), "n_images": int(bank.rows["image_id"].nunique()),
-    "images_without_maps": bank.missing, "seeds": p.paper["seeds"], "split_fractions": split.get("fractions"),
-    "best_variant_seed0": out["predictions"].attrs.get("best"), "iou_threshold": p.evaluation["iou_threshold"],
-    "cv_folds": p.paper.get("cv_folds", 5),
+    "images_without_maps": bank.missing, "seeds": p.analysis["seeds"], "split_fractions": split.get("fractions"),
+    "best_variant_seed0": out["predictions"].attrs.get("best"), "iou_threshold": p.iou_threshold,
+    "cv_folds": p.analysis["cv_folds"],
     "n_variants": len(variants), "variant_candidates": sum(len(v.grid) for v in variants),
 }
 with open(snakemake.output.summary, "w") as fh:
