@@ -69,12 +69,27 @@ def fitting_rows(results: Path, stores: list[str]) -> tuple[pd.DataFrame, np.nda
     return rows, maps, np.concatenate([m.embedding for _, m in blocks]).astype(np.float64)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_arguments(doc: str) -> argparse.Namespace:
+    """``results`` (a dataset's results folder) and ``--seeds`` (fold seeds), with their maps' ``stores``."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("results", type=Path, help="the dataset's results folder, e.g. results/box_model")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     args = parser.parse_args()
-    stores = sorted(str(p) for p in (args.results / "maps").glob("*.zarr"))
+    args.stores = sorted(str(p) for p in (args.results / "maps").glob("*.zarr"))
+    return args
+
+
+def print_over_seeds(name: str, stack: MapStack, rows: pd.DataFrame, seeds: list[int], loss: str = "squared") -> None:
+    """One line: the CV CorLoc per alpha of :func:`cv_corloc`, mean ± std over the fold ``seeds``."""
+    per_seed = [cv_corloc(stack, rows, seed, loss=loss) for seed in seeds]
+    cells = ", ".join(f"α {alpha:g}: {np.mean([s[alpha] for s in per_seed]):.1f} ± "
+                      f"{np.std([s[alpha] for s in per_seed]):.1f}" for alpha in ALPHAS)
+    print(f"{name}: {cells} (5-fold CV CorLoc %, fold seeds {seeds})", flush=True)
+
+
+def main() -> None:
+    args = parse_arguments(__doc__)
+    stores = args.stores
     made = map_provenance(stores)
     if made["target"] != "gestalt" or made["attention_of"] != "class":
         raise SystemExit(f"{args.results}: needs Gestalt Total maps with the class's Grad-CAM, got {made}")
@@ -82,11 +97,7 @@ def main() -> None:
     channels = {"Gestalt Total's Grad-CAM": gestalt_grad_cam(rows["path"].tolist(), maps.shape[-1], made),
                 "the predicted class's Grad-CAM": maps[:, 1]}
     for name, attention in channels.items():
-        stack = MapStack(np.stack([maps[:, 0], attention], axis=1), embedding)
-        per_seed = [cv_corloc(stack, rows, seed) for seed in args.seeds]
-        cells = ", ".join(f"α {alpha:g}: {np.mean([s[alpha] for s in per_seed]):.1f} ± "
-                          f"{np.std([s[alpha] for s in per_seed]):.1f}" for alpha in ALPHAS)
-        print(f"{name}: {cells} (5-fold CV CorLoc %, fold seeds {args.seeds})", flush=True)
+        print_over_seeds(name, MapStack(np.stack([maps[:, 0], attention], axis=1), embedding), rows, args.seeds)
 
 
 if __name__ == "__main__":

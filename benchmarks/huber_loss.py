@@ -9,28 +9,16 @@ root after ``make box-model``, e.g.
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
-import numpy as np
-from attention_channel import ALPHAS, cv_corloc, fitting_rows
+from attention_channel import fitting_rows, parse_arguments, print_over_seeds
 
 from sensitivity.regress import LOSSES, MapStack
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("results", type=Path, help="the dataset's results folder, e.g. results/box_model")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    args = parser.parse_args()
-    stores = sorted(str(p) for p in (args.results / "maps").glob("*.zarr"))
-    rows, maps, embedding = fitting_rows(args.results, stores)
-    stack = MapStack(maps, embedding)
+    args = parse_arguments(__doc__)
+    rows, maps, embedding = fitting_rows(args.results, args.stores)
     for loss in LOSSES:
-        per_seed = [cv_corloc(stack, rows, seed, loss=loss) for seed in args.seeds]
-        cells = ", ".join(f"α {alpha:g}: {np.mean([s[alpha] for s in per_seed]):.1f} ± "
-                          f"{np.std([s[alpha] for s in per_seed]):.1f}" for alpha in ALPHAS)
-        print(f"{loss} loss: {cells} (5-fold CV CorLoc %, fold seeds {args.seeds})", flush=True)
+        print_over_seeds(f"{loss} loss", MapStack(maps, embedding), rows, args.seeds, loss)
 
 
 if __name__ == "__main__":

@@ -457,8 +457,8 @@ class BoxRegressor(BoxModelTags, RegressorMixin, BaseEstimator):
         """
         self._validate_params()
         if self.solver == "ridge":
-            solution = self._ridge_fits(((X_b, y_b, None) for X_b, y_b in batches), [self.alpha], None)[0][0]
-            return self._set_solution(*solution.solution, solution.prepared, solution.rows)
+            fit = self._ridge_fits(((X_b, y_b, None) for X_b, y_b in batches), [self.alpha], None)[0][0]
+            return self._set_solution(*fit.solution, fit.prepared, fit.rows)
         prepared = self._prepared(batches)
         parts = list(prepared)
         if not parts:
@@ -528,8 +528,11 @@ class BoxRegressor(BoxModelTags, RegressorMixin, BaseEstimator):
                 fold_b = current["fold"]
                 if spilled is not None:
                     spilled.add(X_b, y_b, fold_b)
+                if fold_b is None:
+                    equations[0].add(X_b, y_b)
+                    continue
                 for k, group_equations in enumerate(equations):
-                    kept = np.ones(len(X_b), dtype=bool) if fold_b is None else fold_b != k
+                    kept = fold_b != k
                     if kept.any():
                         group_equations.add(X_b[kept], y_b[kept])
             solutions = [[self._solve(group_equations, alpha, prepared, towards) for alpha in alphas]

@@ -139,3 +139,18 @@ def test_the_fit_grid_tries_the_huber_loss_on_shape_features_only() -> None:
                                    ("shape", None, 16, "squared"), ("shape", None, 16, "huber")]
     assert settings_of(BoxRegressor(**settings[3]).get_params())["loss"] == "huber"
     assert all(s.get("loss", "squared") == "squared" for s in candidate_settings(grid | {"loss": ["squared"]}))
+
+
+def test_normal_equations_forget_their_cached_basis_when_rows_are_added() -> None:
+    rng = np.random.default_rng(6)
+    X = np.hstack([rng.normal(size=(150, 2)), rng.normal(size=(150, 3)) @ rng.normal(size=(3, 8))])
+    Y = X @ rng.normal(size=(10, 4)) + rng.normal(size=(150, 4))
+    streamed = NormalEquations()
+    streamed.add(X[:60], Y[:60])
+    early = streamed.solve(1.0, standardize=True, components=(2, 3))
+    streamed.add(X[60:], Y[60:])
+    whole = NormalEquations()
+    whole.add(X, Y)
+    for k in (2, 3):  # the cached eigenvectors serve every k
+        np.testing.assert_allclose(streamed.solve(1.0, True, (2, k))[0], whole.solve(1.0, True, (2, k))[0], atol=1e-9)
+    assert not np.allclose(early[0], whole.solve(1.0, True, (2, 3))[0])
