@@ -7,8 +7,7 @@ map's scale (so maps need no normalisation):
 - :func:`marginal_quantiles`: where the cumulative mass along x, then y, reaches given quantiles;
 - :func:`map_moments`: mean, spread and mean ± 2 std of the mass along x and y, for several powers;
 - :func:`threshold_box`: the box of the largest connected region above a fraction of the maximum
-  (the box that class-activation-map papers draw);
-- :func:`max_subarray_box`: the box maximising the above-threshold mass (exact 2-D maximum subarray).
+  (the box that class-activation-map papers draw).
 
 :func:`shape_descriptors` stacks the first three for a batch of maps.
 """
@@ -52,36 +51,6 @@ def marginal_quantiles(maps: np.ndarray, quantiles: Sequence[float], sigma: floa
             edges = np.concatenate([[0.0], np.cumsum(profile)]) / profile.sum()
             out[i, offset:offset + len(q)] = np.interp(q, edges, np.linspace(0.0, 1.0, len(edges)))
     return out
-
-
-def max_subarray_box(sensitivity_map: np.ndarray, threshold: float = 0.8) -> np.ndarray:
-    """The box maximising the sum of ``map / mean(map) - threshold`` inside it (2-D maximum subarray).
-
-    Pixels above ``threshold`` times the map's mean count for the box, the others against it, so the
-    box grows over the salient region as long as it gains more than it pays; ``threshold`` < 1 favours
-    larger boxes. Exact, O(H² W) (Kadane's algorithm over every pair of rows). Returns (x1, y1, x2, y2)
-    in [0, 1] with pixel edges (column j spans [j/W, (j+1)/W]).
-    """
-    m = np.asarray(sensitivity_map, dtype=np.float64)
-    if m.ndim != 2 or m.size == 0:
-        raise ValueError(f"sensitivity_map must be a non-empty (H, W) array, got shape {m.shape}")
-    height, width = m.shape
-    mean = m.mean()
-    score = (m / mean if mean > 0 else np.ones_like(m)) - threshold
-    rows = np.vstack([np.zeros(width), np.cumsum(score, axis=0)])  # (H + 1, W)
-    top, bottom = np.triu_indices(height + 1, 1)  # every row band [top, bottom)
-    band = rows[bottom] - rows[top]  # (bands, W): column sums of each band
-    prefix = np.hstack([np.zeros((len(band), 1)), np.cumsum(band, axis=1)])  # (bands, W + 1)
-    running_min = np.minimum.accumulate(prefix, axis=1)
-    where_min = np.maximum.accumulate(np.where(prefix == running_min, np.arange(width + 1), 0), axis=1)
-    gain = prefix - running_min  # best sum of a column run ending at each edge
-    end = gain.argmax(axis=1)
-    b = int(gain[np.arange(len(band)), end].argmax())
-    x2 = int(end[b])
-    x1 = int(where_min[b, x2])
-    if x2 == x1:  # nothing gains: the whole image
-        return np.array([0.0, 0.0, 1.0, 1.0])
-    return np.array([x1 / width, top[b] / height, x2 / width, bottom[b] / height])
 
 
 def map_moments(maps: np.ndarray, sigma: float = 2.0, powers: Sequence[float] = (1, 2, 4)) -> np.ndarray:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import all_hooks, assert_maps_close, global_hooks, tiny_net
 from torch import nn
 
 from sensitivity.map_methods import (
@@ -18,7 +19,6 @@ from sensitivity.map_methods import (
 )
 from sensitivity.maps import AGGREGATES, sensitivity
 from sensitivity.models import SplitClassifier
-from helpers import all_hooks, assert_maps_close, global_hooks, tiny_net
 
 captum_attr = pytest.importorskip("captum.attr", reason="captum is not installed: pip install -e '.[test]'")
 pytestmark = [pytest.mark.filterwarnings("ignore:Input Tensor 0 did not already require gradients:UserWarning"),

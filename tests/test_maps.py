@@ -11,9 +11,9 @@ import copy
 
 import pytest
 import torch
+from helpers import all_hooks, assert_maps_close, global_hooks, tiny_net
 from torch import nn
 
-from helpers import all_hooks, assert_maps_close, global_hooks, tiny_net
 from sensitivity.maps import AGGREGATES, Sensitivity, aggregate_channels, pool_maps, sensitivity, sensitivity_maps
 from sensitivity.models import SplitClassifier, load_model
 

@@ -8,38 +8,24 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.linear_model import Ridge
 
+from sensitivity.box_model import BoxEnsemble, load_box_model
 from sensitivity.boxes import heuristic_box
-from sensitivity.evaluation import average_corloc
+from sensitivity.evaluation import average_corloc, ranked
 from sensitivity.paper import tables as T
 from sensitivity.paper.bank import MAP_VARIANTS, MapBank
 from sensitivity.paper.experiments import (
     choose_best,
     cv_select,
+    ensemble,
     fit_select,
     heuristic_sweep,
     run_analysis,
     score,
 )
-from sensitivity.paper.variants import (
-    FlipAugmented,
-    HeuristicBoxFeatures,
-    MapFeatures,
-    MapMoments,
-    MarginalQuantiles,
-    MaxSubarrayBoxes,
-    backward_passes,
-    box_model,
-    concat,
-    map_variants_used,
-    marginal_quantiles,
-    max_subarray_box,
-    mirror_boxes,
-    paper_variant,
-    study_variants,
-)
+from sensitivity.paper.variants import backward_passes, paper_variant, study_variants
 from sensitivity.regress import BoxRegressor
+from sensitivity.shape import marginal_quantiles
 from sensitivity.speed import time_interleaved
 from sensitivity.tables import read_published
 
@@ -174,58 +160,24 @@ def stacked():
     return X, y
 
 
-def test_feature_transformers_shapes(stacked):
-    X, _ = stacked
-    assert MapFeatures("class_mean", pool=4).fit_transform(X).shape == (40, 16)
-    assert MaxSubarrayBoxes("class_max", thresholds=(0.7, 0.9)).fit_transform(X).shape == (40, 8)
-    assert MapMoments("gestalt_mean", powers=(1, 2)).fit_transform(X).shape == (40, 16)
-    assert HeuristicBoxFeatures("gestalt_max", sigma=1, fraction=0.2).fit_transform(X).shape == (40, 4)
-    assert MarginalQuantiles("gestalt_max", quantiles=(0.1, 0.5, 0.9)).fit_transform(X).shape == (40, 6)
-    with pytest.raises(ValueError, match="unknown map variant"):
-        MapFeatures("nope").fit(X)
-    with pytest.raises(ValueError, match="stacked maps"):
-        MapFeatures().fit(X[:, 0])
-
-
-def test_concatenated_features_equal_manual_concatenation(stacked):
-    X, _ = stacked
-    parts = [MapFeatures("class_max", 4, "max"), MapFeatures("gestalt_mean", 8, "rank"),
-             HeuristicBoxFeatures("gestalt_max", 2.0, 0.3)]
-    combined = concat(*parts).fit_transform(X)
-    manual = np.concatenate([p.fit_transform(X) for p in parts], axis=1)
-    np.testing.assert_array_equal(combined, manual)
-    assert map_variants_used(box_model(concat(*parts))) == ("class_max", "gestalt_max", "gestalt_mean")
+def test_backward_passes_count_targets():
     assert backward_passes(("class_max", "gestalt_max", "gestalt_mean")) == 2
     assert backward_passes(("gestalt_max", "gestalt_mean")) == 1
 
 
-@pytest.mark.parametrize("target", ["corners", "centre_size", "centre_logsize"])
-def test_box_head_fit_predict_gives_valid_boxes(stacked, target):
+def test_every_study_variant_is_a_box_model_that_fits_and_predicts(stacked):
     X, y = stacked
-    model = box_model(MapFeatures("gestalt_max", 4), Ridge(alpha=1.0), target=target, scale=True).fit(X, y)
-    boxes = model.predict(X[:7])
-    assert boxes.shape == (7, 4)
-    assert np.all((boxes >= 0) & (boxes <= 1)) and np.all(boxes[:, 2] >= boxes[:, 0]) and np.all(boxes[:, 3] >= boxes[:, 1])
-
-
-def test_linear_box_model_equals_the_workflow_box_regressor(stacked):
-    """Ridge through BoxHead is the paper's linear map of sensitivity.regress (same objective, same solution)."""
-    X, y = stacked
-    ours = box_model(MapFeatures("gestalt_max", 4, "max"), Ridge(alpha=0.5)).fit(X, y).predict(X)
-    reference = BoxRegressor(alpha=0.5, pool=4, normalize="max").fit(X[:, MAP_VARIANTS.index("gestalt_max")], y)
-    np.testing.assert_allclose(ours, reference.predict(X[:, MAP_VARIANTS.index("gestalt_max")]), atol=1e-8)
-
-
-def test_every_study_variant_fits_and_predicts(stacked):
-    X, y = stacked
+    bank = MapBank(pd.DataFrame({"target_box": list(y)}), X)
     variants = study_variants("gestalt_max", GRID)
     assert len({v.name for v in variants}) == len(variants)
     assert [v.name for v in variants[:4]] == [f"linear map, {v}" for v in MAP_VARIANTS]
+    assert {v.family for v in variants if v.backward_passes > 1} == {"features, both targets (2 backward)"}
+    assert all(len(v.reads) == 1 for v in variants if v.backward_passes == 1)  # localize can apply each
     for variant in variants:
-        params, estimator = variant.candidates()[0]
-        if "MLP" in variant.name:
-            estimator.set_params(head__regressor__max_iter=50)
-        assert estimator.fit(X, y).predict(X[:3]).shape == (3, 4), variant.name
+        models = BoxRegressor(**variant.settings[0]).fit_alpha_path([(variant.maps(bank), bank.targets)],
+                                                                    variant.alphas[:1])
+        assert models[0].predict(variant.maps(bank)[:3]).shape == (3, 4), variant.name
+        assert models[0].n_channels_ == len(variant.reads)
 
 
 def test_marginal_quantiles_of_a_block():
@@ -271,7 +223,8 @@ def _toy_bank(n: int = 60, size: int = 16, seed: int = 0) -> MapBank:
         maps.append(np.stack([m] * len(MAP_VARIANTS)))
         rows.append({"image_id": f"c{i % 2}/{i:03d}", "label": f"c{i % 2}", "gt": box[None], "target_box": box,
                      "boxes": json.dumps([box.tolist()]), "path": "", "width": 100, "height": 100})
-    return MapBank(pd.DataFrame(rows), np.asarray(maps, dtype=np.float32))
+    provenance = {v: dict(zip(("target", "aggregate"), v.split("_"))) for v in MAP_VARIANTS}
+    return MapBank(pd.DataFrame(rows), np.asarray(maps, dtype=np.float32), provenance=provenance)
 
 
 def test_heuristic_sweep_and_fit_select_on_learnable_maps():
@@ -287,8 +240,6 @@ def test_heuristic_sweep_and_fit_select_on_learnable_maps():
 
 def test_cv_select_chooses_on_the_fit_stages_folds():
     """One fold rule: the study's cross-validation holds out exactly the folds of the workflow's fit stage."""
-    from sklearn.base import clone
-
     from sensitivity.evaluation import image_folds
 
     bank = _toy_bank(60)
@@ -297,26 +248,64 @@ def test_cv_select_chooses_on_the_fit_stages_folds():
     variant = paper_variant("gestalt_max", GRID)
     outcome = cv_select(variant, train, val, test, 0.5, folds=3, seed=4)
     dev = bank.subset(index < 48)
+    maps = variant.maps(dev)
     fold = image_folds(dev.rows, 3, 4)
     boxes = np.zeros((48, 4))
     for k in range(3):
-        estimator = clone(variant.estimator).set_params(**outcome.params).fit(dev.maps[fold != k],
-                                                                             dev.targets[fold != k])
-        boxes[fold == k] = estimator.predict(dev.maps[fold == k])
-    np.testing.assert_allclose(outcome.val.boxes, boxes)
+        estimator = BoxRegressor(**outcome.params).fit(maps[fold != k], dev.targets[fold != k])
+        boxes[fold == k] = estimator.predict(maps[fold == k])
+    np.testing.assert_allclose(outcome.val.boxes, boxes, atol=1e-10)
     assert outcome.val.corloc == score(boxes, dev, 0.5).corloc
+    refit = BoxRegressor(**outcome.params).fit(maps, dev.targets)
+    np.testing.assert_allclose(outcome.estimator.coef_, refit.coef_)
 
 
-def test_run_analysis_end_to_end_on_a_toy_bank():
+def test_fit_select_keeps_the_candidate_best_on_val():
+    """The study's choice equals fitting every candidate on train by hand and ranking their val scores."""
+    bank = _toy_bank(60, seed=3)
+    index = np.arange(60)
+    train, val, test = bank.subset(index < 30), bank.subset((index >= 30) & (index < 45)), bank.subset(index >= 45)
+    variant = study_variants("gestalt_max", GRID)[-3]  # shape descriptors, Huber loss: one setting, 7 alphas
+    assert variant.settings == ({"features": "shape", "target": "corners", "loss": "huber"},)
+    outcome = fit_select(variant, train, val, test, 0.5)
+    by_hand = [BoxRegressor(**params).fit(variant.maps(train), train.targets) for params in variant.candidates()]
+    scores = [score(m.predict(variant.maps(val)), val, 0.5) for m in by_hand]
+    best = ranked(scores)[0]
+    assert outcome.params == variant.candidates()[best]
+    np.testing.assert_allclose(outcome.estimator.coef_, by_hand[best].coef_, atol=1e-8)
+    np.testing.assert_allclose(outcome.test.boxes, by_hand[best].predict(variant.maps(test)), atol=1e-10)
+
+
+def test_ensemble_averages_distinct_models_reading_the_best_ones_maps():
+    """Variants around one centre can choose the same model: the ensemble takes each model once."""
+    bank = _toy_bank(60, seed=4)
+    index = np.arange(60)
+    train, val, test = bank.subset(index < 30), bank.subset((index >= 30) & (index < 45)), bank.subset(index >= 45)
+    variants = [v for v in study_variants("gestalt_max", GRID)
+                if v.family == "ridge strength" or (v.family == "pooling" and v.settings[0]["pool"] <= 16)]
+    outcomes = [fit_select(v, train, val, test, 0.5) for v in variants]
+    chosen = [json.dumps(o.params, sort_keys=True) for o in outcomes]
+    assert len(set(chosen)) < len(chosen)  # pool 14 and alpha <its choice> are one model
+    result = ensemble(outcomes, 20, val, test, 0.5, "top")
+    assert len(result.estimator.members_) == len(set(chosen))
+    order = ranked([o.val for o in outcomes])
+    first = list(dict.fromkeys(chosen[i] for i in order))[:3]
+    top3 = ensemble(outcomes, 3, val, test, 0.5, "top 3")
+    params = [json.loads(c) for c in first]
+    assert [{key: m.get_params()[key] for key in p} for m, p in zip(top3.estimator.members_, params)] == params
+
+
+def test_run_analysis_end_to_end_on_a_toy_bank(tmp_path):
     bank = _toy_bank(80)
     ids = bank.rows["image_id"]
     splits = pd.DataFrame({"image_id": ids})
     for seed in (0, 1):
         order = np.random.default_rng(seed).permutation(len(ids))
         splits[f"seed{seed}"] = np.where(order < 56, "train", np.where(order < 68, "val", "test"))
-    variants = [paper_variant(v, GRID) for v in MAP_VARIANTS]
+    variants = [paper_variant("gestalt_max", GRID)] + [v for v in study_variants("gestalt_max", GRID)
+                                                      if v.family == "pooling" and v.settings[0]["pool"] <= 16]
     out = run_analysis(bank, splits, [0, 1], "gestalt_max", variants, [0, 2], [0.2, 0.5], log=lambda *_: None,
-                       cv_folds=3)
+                       cv_folds=3, dataset="toy")
     assert set(out["seeds"]["method"]) == {"centre box", "heuristic box", "linear map (paper)", "best variant",
                                            "linear map (paper), chosen by CV on train+val",
                                            "best variant, chosen by CV on train+val",
@@ -330,7 +319,21 @@ def test_run_analysis_end_to_end_on_a_toy_bank():
     assert out["variants"]["cv_test_corloc"].notna().sum() == 2 * len(variants)
     assert len(out["predictions"]) == 12 and {"linear_iou", "best_correct"} <= set(out["predictions"].columns)
     assert len(out["sweep"]) == 2 * len(MAP_VARIANTS) * 4
-    assert out["models"]["best"].predict(bank.maps[:2]).shape == (2, 4)
+    models = out["models"]
+    assert set(models) == {"linear", "best", "ensemble"}
+    members = models["ensemble"].members_
+    assert isinstance(models["ensemble"], BoxEnsemble) and 2 <= len(members) <= 4
+    assert len({json.dumps(m.get_params(), sort_keys=True) for m in members}) == len(members)  # no model twice
+    maps = bank.maps[:, MAP_VARIANTS.index("gestalt_max")]
+    assert models["linear"].provenance_ == {"target": "gestalt", "aggregate": "max"}
+    assert models["linear"].fitted_on_["study"]["variant"] == "linear map, gestalt_max"
+    assert models["best"].fitted_on_["dataset"] == "toy" and models["best"].fitted_on_["n_images"] == 56
+    for name, model in models.items():  # each travels: saved, loaded, the same boxes and records
+        model.save(tmp_path / f"{name}.npz")
+        loaded = load_box_model(tmp_path / f"{name}.npz")
+        np.testing.assert_allclose(loaded.predict(maps[:5]), model.predict(maps[:5]))
+        assert loaded.fitted_on_ == json.loads(json.dumps(model.fitted_on_))
+        assert loaded.provenance_ == model.provenance_
 
 
 def test_scores_and_choice():
@@ -353,20 +356,6 @@ def test_time_interleaved_runs_every_stage_in_rounds():
     times = time_interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
                              torch.device("cpu"), warmup=1, repeats=3)
     assert calls == ["a", "b"] * 4 and all(len(v) == 3 for v in times.values())
-
-
-def test_max_subarray_box_finds_a_bright_block():
-    m = np.full((20, 20), 0.1)
-    m[5:15, 2:8] = 2.0
-    np.testing.assert_allclose(max_subarray_box(m, threshold=0.8), [2 / 20, 5 / 20, 8 / 20, 15 / 20])
-    assert max_subarray_box(np.ones((4, 4)), threshold=1.0).tolist() == [0.0, 0.0, 1.0, 1.0]  # nothing gains
-
-
-def test_flip_augmentation_is_mirror_symmetric(stacked):
-    X, y = stacked
-    model = FlipAugmented(box_model(MapFeatures("gestalt_max", 7), Ridge(alpha=1.0))).fit(X, y)
-    np.testing.assert_allclose(model.predict(X[..., ::-1]), mirror_boxes(model.predict(X)), atol=1e-9)
-    np.testing.assert_allclose(mirror_boxes(mirror_boxes(y)), y)
 
 
 def test_measure_speed_reports_every_stage_against_the_forward_pass():

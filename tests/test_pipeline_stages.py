@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from sklearn.model_selection import StratifiedGroupKFold
 import zarr
 from PIL import Image
+from sklearn.model_selection import StratifiedGroupKFold
 
 import sensitivity.pipeline.extract as extract_module
 from sensitivity import __version__
@@ -359,7 +359,7 @@ def test_fit_tries_a_prior_box_model_as_it_is_and_fine_tuned(demo_dataset, shard
     stores = [str(p) for p in shard_stores]
     provenance = map_provenance(stores)
     provenance.pop("attention"), provenance.pop("embedding")
-    X, y, gt, image_ids = {}, {}, {}, []
+    X = {}
     for ids, block, embedding in iter_maps(shard_stores, attention=True, embedding=True):
         X.update({i: (b, e) for i, b, e in zip(ids, block, embedding)})
     manifest = read_manifest(demo_dataset["manifest"]).set_index("image_id")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pytest
 import pandas as pd
+import pytest
 import torch
 
 from sensitivity.datasets.manifest import make_manifest, write_manifest

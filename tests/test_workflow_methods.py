@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 import yaml
 from PIL import Image
+from test_workflow import copy_project, markdown_rows, planned_jobs, snakemake
 
 from sensitivity.map_methods import list_map_methods
 from sensitivity.store import MapStore
-from test_workflow import copy_project, markdown_rows, planned_jobs, snakemake
 
 PER_CLASS = 12
 CHEAP = {

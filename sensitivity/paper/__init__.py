@@ -4,7 +4,7 @@
 Modules:
 
 - :mod:`~sensitivity.paper.bank`: all four map variants of a dataset's images in memory, aligned by row;
-- :mod:`~sensitivity.paper.variants`: composable, scikit-learn style map → box estimators and the variant list;
+- :mod:`~sensitivity.paper.variants`: the variants tried, box models of the workflow's family (`BoxRegressor`);
 - :mod:`~sensitivity.paper.experiments`: fit on train, choose on val, report on test, for every method and seed;
 - :mod:`~sensitivity.paper.tables`: the published numbers and the table builders (CSV + Markdown);
 - :mod:`~sensitivity.paper.speed`: images/s of forward, forward + backward, and image → box;

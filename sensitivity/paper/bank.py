@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from sensitivity.evaluation import labelled_rows
-from sensitivity.store import MapStore, iter_maps
+from sensitivity.store import MapStore, iter_maps, map_provenance
 
 #: The four (target, aggregate) map variants, in the order of the bank's second axis.
 MAP_VARIANTS: tuple[str, ...] = ("class_max", "class_mean", "gestalt_max", "gestalt_mean")
@@ -33,7 +33,9 @@ class MapBank:
     ``rows``: manifest rows (one per image and class) with ``gt`` (k, 4) boxes and ``target_box`` (the
     largest box, the regression target), in manifest order; ``maps``: float32 (len(rows), V, S, S) with
     the variants in ``variants`` order; ``missing``: image ids left out (no valid map in some variant);
-    ``attributes``: the first store's attributes of each variant (model, weights, target, ...).
+    ``attributes``: the first store's attributes of each variant (model, weights, target, ...);
+    ``provenance``: how each variant's maps were made (:func:`~sensitivity.store.map_provenance` of its stores,
+    which refuses shards made differently), what a box model fitted on them records.
     """
 
     rows: pd.DataFrame
@@ -41,6 +43,7 @@ class MapBank:
     variants: tuple[str, ...] = MAP_VARIANTS
     missing: list[str] = field(default_factory=list)
     attributes: dict[str, dict] = field(default_factory=dict)
+    provenance: dict[str, dict] = field(default_factory=dict)
 
     def index(self, variant: str) -> int:
         return self.variants.index(variant)
@@ -48,7 +51,12 @@ class MapBank:
     def subset(self, mask: np.ndarray) -> MapBank:
         mask = np.asarray(mask)
         return MapBank(self.rows[mask].reset_index(drop=True), self.maps[mask], self.variants, self.missing,
-                       self.attributes)
+                       self.attributes, self.provenance)
+
+    def join(self, other: MapBank) -> MapBank:
+        """This bank's rows and maps, then ``other``'s (e.g. train + val)."""
+        return MapBank(pd.concat([self.rows, other.rows], ignore_index=True), np.concatenate([self.maps, other.maps]),
+                       self.variants, self.missing, self.attributes, self.provenance)
 
     @property
     def targets(self) -> np.ndarray:
@@ -66,12 +74,15 @@ def load_bank(manifest_path: str | Path, stores: Mapping[str, Sequence[str | Pat
     rows = labelled_rows(manifest_path)
     wanted = set(rows["image_id"])
     per_variant: list[dict[str, np.ndarray]] = []
-    attributes = {}
+    attributes, provenance = {}, {}
     for variant in variants:
         if variant not in stores:
             raise ValueError(f"no map stores given for variant {variant!r}; got {sorted(stores)}")
         paths = list(stores[variant])
         attributes[variant] = MapStore(paths[0]).attrs if paths else {}
+        if paths:
+            made = map_provenance(paths)
+            provenance[variant] = {key: value for key, value in made.items() if key not in ("attention", "embedding")}
         found: dict[str, np.ndarray] = {}
         for image_ids, maps in iter_maps(paths, wanted):
             found.update(zip(image_ids.tolist(), maps))
@@ -83,4 +94,4 @@ def load_bank(manifest_path: str | Path, stores: Mapping[str, Sequence[str | Pat
     if kept.empty:
         raise ValueError(f"{manifest_path}: no image has a valid map in every variant")
     maps = np.stack([np.stack([found[i] for found in per_variant]) for i in kept["image_id"]]).astype(np.float32)
-    return MapBank(kept, maps, tuple(variants), missing, attributes)
+    return MapBank(kept, maps, tuple(variants), missing, attributes, provenance)

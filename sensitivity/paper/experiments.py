@@ -25,14 +25,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.base import clone
 
-from sensitivity.box_model import average_boxes
+from sensitivity.box_model import BoxEnsemble, BoxModel, average_boxes
 from sensitivity.boxes import CentreBoxBaseline, heuristic_boxes
 from sensitivity.datasets import read_manifest, split_manifest
 from sensitivity.evaluation import Scores, image_folds, prediction_columns, ranked, score_boxes
 from sensitivity.paper.bank import MapBank
 from sensitivity.paper.variants import Variant, backward_passes
+from sensitivity.regress import BoxRegressor
 
 
 def score(boxes: np.ndarray, bank: MapBank, threshold: float) -> Scores:
@@ -42,7 +42,8 @@ def score(boxes: np.ndarray, bank: MapBank, threshold: float) -> Scores:
 
 @dataclass
 class Outcome:
-    """A method after choosing its hyper-parameters on val: the choice, val and test scores."""
+    """A method after choosing its hyper-parameters on val: the choice, val and test scores, and its box model
+    (None for the baselines)."""
 
     name: str
     family: str
@@ -52,11 +53,23 @@ class Outcome:
     test: Scores
     description: str = ""
     map_variants: tuple[str, ...] = ()
-    estimator: object = None
+    estimator: BoxModel | None = None
 
     @property
     def backward_passes(self) -> int:
         return backward_passes(self.map_variants)
+
+
+def _setting_paths(variant: Variant, train: MapBank) -> list[list[BoxRegressor]]:
+    """Each setting's models fitted on ``train``, one per alpha (one ridge path per setting)."""
+    data = [(variant.maps(train), train.targets)]
+    return [BoxRegressor(**setting).fit_alpha_path(data, variant.alphas) for setting in variant.settings]
+
+
+def _boxes(models: list[BoxRegressor], maps: np.ndarray) -> list[np.ndarray]:
+    """Each model's boxes on ``maps``, the features computed once (the models share their feature setting)."""
+    features = models[0].transform_features(maps)
+    return [model.predict_features(features) for model in models]
 
 
 def fit_select(variant: Variant, train: MapBank, val: MapBank, test: MapBank, threshold: float) -> Outcome:
@@ -66,42 +79,45 @@ def fit_select(variant: Variant, train: MapBank, val: MapBank, test: MapBank, th
     mean IoU → first in grid order; on a val split of a few dozen rows ties are common, and the first grid
     point is the weakest ridge penalty).
     """
-    fitted = []
-    for params, estimator in variant.candidates():
-        estimator.fit(train.maps, train.targets)
-        fitted.append((params, estimator, score(estimator.predict(val.maps), val, threshold)))
-    params, estimator, val_scored = fitted[ranked([s for *_, s in fitted])[0]]
-    test_scored = score(estimator.predict(test.maps), test, threshold)
-    return Outcome(variant.name, variant.family, params, len(fitted), val_scored, test_scored,
-                   variant.description, variant.map_variants, estimator)
+    models = [model for path in _setting_paths(variant, train) for model in path]
+    val_maps = variant.maps(val)
+    boxes = [b for k in range(len(variant.settings))
+             for b in _boxes(models[k * len(variant.alphas):(k + 1) * len(variant.alphas)], val_maps)]
+    scored = [score(b, val, threshold) for b in boxes]
+    best = ranked(scored)[0]
+    model = models[best]
+    return Outcome(variant.name, variant.family, variant.candidates()[best], variant.n_candidates, scored[best],
+                   score(model.predict(variant.maps(test)), test, threshold), variant.description, variant.reads,
+                   model)
 
 
 def cv_select(variant: Variant, train: MapBank, val: MapBank, test: MapBank, threshold: float,
               folds: int = 5, seed: int = 0) -> Outcome:
     """Protocol B: choose ``variant``'s hyper-parameters by ``folds``-fold cross-validation on train + val
-    (the fit stage's folds, :func:`~sensitivity.evaluation.image_folds`: grouped by image, stratified by class),
+    (the fit stage's folds, :func:`~sensitivity.evaluation.image_folds`: grouped by image, stratified by class;
+    each setting's folds and alphas from one pass, :meth:`~sensitivity.regress.BoxRegressor.fit_alpha_path_folds`),
     refit the best on train + val, score it on test.
 
     Uses every non-test row for the choice instead of the single small val split; the test rows are
     still never used. ``val`` of the returned outcome holds the cross-validated score (all train + val
     rows, out of fold).
     """
-    dev = MapBank(pd.concat([train.rows, val.rows], ignore_index=True), np.concatenate([train.maps, val.maps]),
-                  train.variants, train.missing, train.attributes)
+    dev = train.join(val)
     fold = image_folds(dev.rows, folds, seed)
+    maps = variant.maps(dev)
     scored = []
-    for params, estimator in variant.candidates():
-        boxes = np.zeros((len(dev.rows), 4))
-        for k in range(folds):
-            inside = fold != k
-            estimator.fit(dev.maps[inside], dev.targets[inside])
-            boxes[~inside] = estimator.predict(dev.maps[~inside])
-        scored.append((params, score(boxes, dev, threshold)))
-    params, cv_scored = scored[ranked([s for _, s in scored])[0]]
-    estimator = clone(variant.estimator).set_params(**params).fit(dev.maps, dev.targets)
-    return Outcome(variant.name, variant.family, params, len(variant.grid), cv_scored,
-                   score(estimator.predict(test.maps), test, threshold), variant.description, variant.map_variants,
-                   estimator)
+    for setting in variant.settings:
+        per_fold = BoxRegressor(**setting).fit_alpha_path_folds([(maps, dev.targets, fold)], variant.alphas, folds)
+        boxes = np.zeros((len(variant.alphas), len(dev.rows), 4))
+        for k, models in enumerate(per_fold):
+            boxes[:, fold == k] = _boxes(models, maps[fold == k])
+        scored += [score(b, dev, threshold) for b in boxes]
+    best = ranked(scored)[0]
+    params = variant.candidates()[best]
+    model = BoxRegressor(**params).fit(maps, dev.targets)
+    return Outcome(variant.name, variant.family, params, variant.n_candidates, scored[best],
+                   score(model.predict(variant.maps(test)), test, threshold), variant.description, variant.reads,
+                   model)
 
 
 def centre_outcome(train: MapBank, val: MapBank, test: MapBank, threshold: float) -> Outcome:
@@ -140,20 +156,27 @@ def choose_best(outcomes: Sequence[Outcome]) -> int:
 
 def ensemble(outcomes: Sequence[Outcome], k: int, val_rows: MapBank, test: MapBank, threshold: float,
              name: str) -> Outcome:
-    """The average box of the ``k`` best outcomes (by val CorLoc, then val mean IoU), all reading maps of
-    the best one's target, so that the ensemble still needs one backward pass: their boxes averaged as a
-    :class:`~sensitivity.box_model.BoxEnsemble` averages its members' (:func:`~sensitivity.box_model.average_boxes`;
-    the members here are any of the study's estimators, not only box regressors). ``val_rows`` are the rows
-    of the outcomes' val scores (the val split, or train + val for cross-validated outcomes)."""
+    """The average box of the ``k`` best distinct models (by val CorLoc, then val mean IoU) that read the best one's
+    maps, as a :class:`~sensitivity.box_model.BoxEnsemble` of their box models (whose boxes are the average of the
+    members', :func:`~sensitivity.box_model.average_boxes`). ``val_rows`` are the rows of the outcomes' val scores
+    (the val split, or train + val for cross-validated outcomes, whose ensemble is then scored on the members'
+    out-of-fold boxes, as the fit stage scores its ensemble)."""
     order = ranked([o.val for o in outcomes])
-    target = {v.split("_")[0] for v in outcomes[order[0]].map_variants}
-    members = [outcomes[i] for i in order if {v.split("_")[0] for v in outcomes[i].map_variants} <= target][:k]
+    reads = outcomes[order[0]].map_variants
+    members, seen = [], set()
+    for o in (outcomes[i] for i in order if outcomes[i].map_variants == reads):
+        candidate = json.dumps(o.params, sort_keys=True)  # variants around one centre can choose the same model
+        if candidate not in seen:
+            members.append(o)
+            seen.add(candidate)
+        if len(members) == k:
+            break
+    model = BoxEnsemble.from_fitted([o.estimator for o in members])
     val_boxes = average_boxes([o.val.boxes for o in members])
     test_boxes = average_boxes([o.test.boxes for o in members])
     return Outcome(name, "ensemble", {"members": [o.name for o in members]}, len(members),
                    score(val_boxes, val_rows, threshold), score(test_boxes, test, threshold),
-                   f"average box of the {len(members)} best variants", tuple(sorted({v for o in members
-                                                                                      for v in o.map_variants})))
+                   f"average box of the {len(members)} best variants", reads, model)
 
 
 def seed_splits(manifest_path: str | Path, fractions: Sequence[float] | None, seeds: Sequence[int],
@@ -190,15 +213,33 @@ HEADLINE = ("centre box", "heuristic box", "linear map (paper)", "best variant")
 HEADLINE_CV = ("linear map (paper), chosen by CV on train+val", "best variant, chosen by CV on train+val")
 #: Ensembles (average box) of the k best one-backward variants, reported for each k.
 ENSEMBLE_SIZES = (3, 5)
+#: The first seed's box models the analysis returns, by file stem: the paper's linear map, the best variant and the
+#: largest ensemble, each chosen on val.
+SAVED_MODELS = {"linear": HEADLINE[2], "best": HEADLINE[3],
+                "ensemble": f"ensemble of the {ENSEMBLE_SIZES[-1]} best on val"}
+
+
+def box_model(outcome: Outcome, bank: MapBank, seed: int, train: MapBank, dataset: str | None = None) -> BoxModel:
+    """``outcome``'s box model recording how its maps were made (the bank's provenance of the map variant it reads)
+    and what it was fitted on and chosen by, as the fit stage's models do: ``sensitivity localize --regressor``
+    applies it to the maps it was fitted on."""
+    model = outcome.estimator
+    (reads,) = outcome.map_variants  # the study's eligible variants read one map variant
+    model.provenance_ = bank.provenance[reads]
+    model.fitted_on_ = {"dataset": dataset, "splits": ["train"],
+                        "n_images": int(train.rows["image_id"].nunique()), "selection": "val",
+                        "score": outcome.val.micro, "study": {"seed": seed, "variant": outcome.name,
+                                                              "params": outcome.params}}
+    return model
 
 
 def run_analysis(bank: MapBank, splits: pd.DataFrame, seeds: Sequence[int], primary: str, variants: Sequence[Variant],
                  sigmas: Sequence[float], fractions: Sequence[float], threshold: float = 0.5,
-                 log=print, cv_folds: int = 5) -> dict[str, pd.DataFrame]:
+                 log=print, cv_folds: int = 5, dataset: str | None = None) -> dict[str, pd.DataFrame]:
     """Every method on every seed. Returns the frames ``variants`` (every variant × seed), ``seeds``
     (the headline methods per seed), ``predictions`` (first seed's test rows, headline methods) and
     ``sweep`` (first seed: heuristic box of every map variant for every sigma × fraction, val and test),
-    and ``models``, the first seed's fitted linear map and best variant (for the speed measurement).
+    and ``models``, the first seed's box models of :data:`SAVED_MODELS` (:func:`box_model`).
 
     With ``cv_folds`` >= 2, every variant is also run under protocol B (:func:`cv_select`: chosen by
     cross-validation on train + val, refitted there, scored on test), in the ``cv_*`` columns of
@@ -239,8 +280,7 @@ def run_analysis(bank: MapBank, splits: pd.DataFrame, seeds: Sequence[int], prim
                     for k in ENSEMBLE_SIZES]
         if cv_folds >= 2:
             methods += [(HEADLINE_CV[0], cross[paper_name]), (HEADLINE_CV[1], cv_best)]
-            dev = MapBank(pd.concat([train.rows, val.rows], ignore_index=True),
-                          np.concatenate([train.maps, val.maps]), bank.variants)
+            dev = train.join(val)
             methods += [(f"ensemble of the {k} best by CV on train+val",
                          ensemble(cv_fast, k, dev, test, threshold, f"top {k} by CV")) for k in ENSEMBLE_SIZES]
         for method, o in methods:
@@ -255,8 +295,9 @@ def run_analysis(bank: MapBank, splits: pd.DataFrame, seeds: Sequence[int], prim
             shown = {"centre": outcomes[0], "heuristic": outcomes[1], "linear": paper, "best": best}
             predictions = prediction_columns(test.rows, {k: o.test.boxes for k, o in shown.items()}, threshold)
             predictions.attrs["best"] = best.name
-            models = {"primary": primary, "seed": seed, "linear": paper.estimator, "best": best.estimator,
-                      "best_name": best.name}
+            on_val = dict(methods)
+            models = {name: box_model(on_val[method], bank, seed, train, dataset)
+                      for name, method in SAVED_MODELS.items()}
             for split_name, part in (("val", val), ("test", test)):
                 for variant in bank.variants:
                     for (s, f), scored in heuristic_sweep(part, variant, sigmas, fractions, threshold).items():

@@ -86,8 +86,8 @@ def build_tables(analysis_dir: str | Path, manifest_path: str | Path, published_
             f"Headline methods over {len(summary['seeds'])} split seeds: test Average CorLoc (%)", digits=1,
             note="Each method re-chooses its hyper-parameters (and the best variant) on each seed's val split, or, "
                  "in the rows `by CV on train+val`, by 5-fold cross-validation on all non-test rows (then refitted "
-                 "there). Ensembles average the boxes of the k best one-backward variants reading the same target's "
-                 "maps (k = 3 and 5 are the only sizes tried). `val mean` is the choosing score (val CorLoc, or the "
+                 "there). Ensembles average the boxes of the k best one-backward variants reading the same maps as the "
+                 "best (k = 3 and 5 are the only sizes tried). `val mean` is the choosing score (val CorLoc, or the "
                  "cross-validated CorLoc), so its gap to `test mean` shows the winner's curse of choosing among "
                  "many variants on few images. Maps are the same for every seed; only the split changes.")
 
@@ -185,10 +185,13 @@ def write_results(datasets: Sequence[str], specs: Mapping[str, dict], paper_dir:
         parts.append("### Headline (test Average CorLoc, mean ± std over split seeds)\n\n" + "\n".join(lines) + "\n\n"
                      "`best variant` is chosen on the val split (protocol A, the workflow's); `chosen by CV on "
                      "train+val` (protocol B) chooses hyper-parameters and the variant by cross-validation on all "
-                     "non-test rows and refits there. The variants' designs (feature choices such as the quantile "
-                     "levels and max-subarray thresholds) were developed while looking at cross-validated CorLoc "
-                     "on all images of this dataset, test images included, so the variant study is exploratory; "
-                     "the split seeds and the val/CV choices are the protection against overfitting one split.\n")
+                     "non-test rows and refits there. Every variant is a box model of the workflow's family "
+                     "(`BoxRegressor`, the ensembles `BoxEnsemble`): the first seed's linear map, best variant and "
+                     "largest ensemble on val are saved as `analysis/{linear,best,ensemble}.npz`, which `sensitivity "
+                     "localize --regressor` applies. The shape descriptors (quantile levels, thresholds) were "
+                     "designed while looking at cross-validated CorLoc on all images of this dataset, test images "
+                     "included, so the study is exploratory; the split seeds and the val/CV choices are the "
+                     "protection against overfitting one split.\n")
         parts.append((d / "counts.md").read_text())
         for table in ("table1", "table2", "table3", "table4", "aggregation"):
             parts.append((d / f"{table}.md").read_text())

@@ -21,7 +21,6 @@ forward the median over rounds of that round's ratio. CUDA work is synchronised 
 from __future__ import annotations
 
 import json
-import pickle
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -29,9 +28,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from sensitivity.box_model import BoxModel, load_box_model
 from sensitivity.maps import pool_maps, sensitivity
 from sensitivity.models import LoadedModel
-from sensitivity.paper.variants import caching
 from sensitivity.speed import (
     forward_stage,
     load_average,
@@ -70,8 +69,7 @@ def measure_speed(model: LoadedModel, images: torch.Tensor, targets: Sequence[st
     sample = pooled(targets[0])
     for name, regress in regressors.items():
         stages[(f"map → box only ({name})", "")] = lambda regress=regress: regress(sample)
-    with caching(False):  # time the features, not the memo
-        times = time_interleaved(stages, images.device, warmup, repeats, rotate=True)
+    times = time_interleaved(stages, images.device, warmup, repeats, rotate=True)
     return pd.DataFrame([
         {"stage": row["stage"][0], "target": row["stage"][1], "aggregate": aggregate, "batch_size": batch,
          "seconds_per_batch": row["seconds_per_batch"], "images_per_s": row["images_per_s"],
@@ -80,12 +78,13 @@ def measure_speed(model: LoadedModel, images: torch.Tensor, targets: Sequence[st
         for row in summarise(times, batch, reference=FORWARD)])
 
 
-def speed_analysis(manifest_path: str | Path, splits_path: str | Path, models_path: str | Path, model: dict,
-                   map_size: int, speed_path: str | Path, machine_path: str | Path, batch_size: int = 16,
+def speed_analysis(manifest_path: str | Path, splits_path: str | Path, model_paths: Mapping[str, str | Path],
+                   model: dict, map_size: int, speed_path: str | Path, machine_path: str | Path, batch_size: int = 16,
                    warmup: int = 2, repeats: int = 7, device: str = "cpu", threads: int = 1) -> pd.DataFrame:
-    """§3.7 on the first ``batch_size`` test images: both targets, the dataset's aggregation."""
+    """§3.7 on the first ``batch_size`` test images: both targets, the aggregation of the box models' maps.
+
+    ``model_paths``: name → the study's box model file (:func:`~sensitivity.box_model.load_box_model`)."""
     from sensitivity.evaluation import labelled_rows
-    from sensitivity.paper.bank import MAP_VARIANTS
 
     rows = labelled_rows(manifest_path).drop_duplicates("image_id")
     splits = pd.read_csv(splits_path, dtype=str)
@@ -93,16 +92,9 @@ def speed_analysis(manifest_path: str | Path, splits_path: str | Path, models_pa
     test_ids = set(splits.loc[splits[first_seed] == "test", "image_id"])
     loaded, images = timing_setup(rows.loc[rows["image_id"].isin(test_ids), "path"], model, batch_size, device,
                                   threads)
-    with open(models_path, "rb") as fh:
-        models = pickle.load(fh)
-
-    def regressor(estimator):
-        def run(maps: np.ndarray) -> np.ndarray:  # the same maps in every variant slot (timing only)
-            return estimator.predict(np.repeat(maps[:, None], len(MAP_VARIANTS), axis=1))
-        return run
-
-    regressors = {"linear map": regressor(models["linear"]), f"best: {models['best_name']}": regressor(models["best"])}
-    aggregate = models["primary"].split("_")[1]
+    models = {name: load_box_model(path) for name, path in model_paths.items()}
+    regressors = {_label(name, m): m.predict for name, m in models.items()}
+    aggregate = next(iter(models.values())).provenance_["aggregate"]
     load_before = load_average()
     table = measure_speed(loaded, images, ("class", "gestalt"), aggregate, map_size, regressors, warmup, repeats)
     table.insert(0, "device", str(images.device))
@@ -113,3 +105,9 @@ def speed_analysis(manifest_path: str | Path, splits_path: str | Path, models_pa
                                        "load_average_1min": [load_before, load_average()]}
     Path(machine_path).write_text(json.dumps(machine, indent=2) + "\n")
     return table
+
+
+def _label(name: str, model: BoxModel) -> str:
+    """``name``, and the study's variant where the model records it (``best: <variant>``)."""
+    study = (getattr(model, "fitted_on_", None) or {}).get("study")
+    return f"{name}: {study['variant']}" if study and name == "best" else name
