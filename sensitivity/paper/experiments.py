@@ -79,11 +79,10 @@ def fit_select(variant: Variant, train: MapBank, val: MapBank, test: MapBank, th
     mean IoU → first in grid order; on a val split of a few dozen rows ties are common, and the first grid
     point is the weakest ridge penalty).
     """
-    models = [model for path in _setting_paths(variant, train) for model in path]
+    paths = _setting_paths(variant, train)
     val_maps = variant.maps(val)
-    boxes = [b for k in range(len(variant.settings))
-             for b in _boxes(models[k * len(variant.alphas):(k + 1) * len(variant.alphas)], val_maps)]
-    scored = [score(b, val, threshold) for b in boxes]
+    scored = [score(b, val, threshold) for path in paths for b in _boxes(path, val_maps)]
+    models = [model for path in paths for model in path]
     best = ranked(scored)[0]
     model = models[best]
     return Outcome(variant.name, variant.family, variant.candidates()[best], variant.n_candidates, scored[best],

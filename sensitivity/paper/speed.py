@@ -81,9 +81,11 @@ def measure_speed(model: LoadedModel, images: torch.Tensor, targets: Sequence[st
 def speed_analysis(manifest_path: str | Path, splits_path: str | Path, model_paths: Mapping[str, str | Path],
                    model: dict, map_size: int, speed_path: str | Path, machine_path: str | Path, batch_size: int = 16,
                    warmup: int = 2, repeats: int = 7, device: str = "cpu", threads: int = 1) -> pd.DataFrame:
-    """§3.7 on the first ``batch_size`` test images: both targets, the aggregation of the box models' maps.
+    """§3.7 on the first ``batch_size`` test images: both targets, aggregated as the first box model's maps.
 
-    ``model_paths``: name → the study's box model file (:func:`~sensitivity.box_model.load_box_model`)."""
+    ``model_paths``: name → the study's box model file (:func:`~sensitivity.box_model.load_box_model`), the
+    first the paper's linear map on the dataset's own maps. (The aggregation's cost, max or mean over three
+    colour channels, is the same either way.)"""
     from sensitivity.evaluation import labelled_rows
 
     rows = labelled_rows(manifest_path).drop_duplicates("image_id")
